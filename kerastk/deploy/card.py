@@ -1,0 +1,74 @@
+"""The model card: everything a deployment needs to know about an ONNX file, as JSON beside it."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+CARD_NAME = "card.json"
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def io_spec(onnx_path) -> dict:
+    """Input and output names, shapes (None for dynamic axes) and dtypes, read from the file itself."""
+    from kerastk.deploy.runtime import ort_dtype
+    from kerastk.deploy.validate import make_session
+
+    session = make_session(onnx_path)
+
+    def spec(arg):
+        return {"name": arg.name, "shape": [d if isinstance(d, int) else None for d in arg.shape],
+                "dtype": ort_dtype(arg.type)}
+
+    return {"inputs": [spec(a) for a in session.get_inputs()], "outputs": [spec(a) for a in session.get_outputs()]}
+
+
+def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class_names=None, task=None,
+               metrics_keras=None, metrics_onnx=None, extra=None, card_path=None) -> Path:
+    """Write card.json beside the ONNX file and return its path."""
+    from kerastk.backend import versions
+
+    onnx_path = Path(onnx_path)
+    card = {
+        "name": name,
+        "file": onnx_path.name,
+        "sha256": sha256(onnx_path),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        **io_spec(onnx_path),
+        "task": task,
+        "preprocessing": preprocessing or {"type": "none"},
+        "class_names": class_names,
+        "metrics": {"keras": metrics_keras, "onnx": metrics_onnx},
+    }
+    if export_result is not None:
+        card.update({
+            "backend": export_result.backend,
+            "route": export_result.route,
+            "opset": export_result.opset,
+            "export_seconds": export_result.seconds,
+            "parity": export_result.validation.to_dict(),
+            "export_attempts": export_result.attempts,
+        })
+    card.update(extra or {})
+    card_path = Path(card_path) if card_path else onnx_path.parent / CARD_NAME
+    card_path.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
+    return card_path
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

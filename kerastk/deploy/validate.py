@@ -1,0 +1,139 @@
+"""Prove an ONNX file equal to its Keras model in onnxruntime, on real inputs, at two batch sizes."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_BATCH_SIZES = (1, 8)
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    """Parity figures between a Keras model and its ONNX export."""
+
+    path: str
+    passed: bool
+    max_abs_diff: float
+    argmax_agreement: float | None  # fraction of rows whose argmax agrees (None for one-unit outputs)
+    batch_sizes: tuple
+    atol: float
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        agree = "n/a" if self.argmax_agreement is None else f"{100 * self.argmax_agreement:.2f}%"
+        verdict = "PASSED" if self.passed else "FAILED"
+        text = (f"{verdict}: max abs diff {self.max_abs_diff:.3g} (atol {self.atol:g}), argmax agreement {agree}, "
+                f"batch sizes {list(self.batch_sizes)}")
+        return f"{text} - {self.message}" if self.message else text
+
+
+def _input_specs(model):
+    return [(tuple(t.shape), str(t.dtype)) for t in model.inputs]
+
+
+def sample_inputs(model, batch_size: int, seed: int = 0) -> list[np.ndarray]:
+    """Random inputs that fit a model's input specs (normal floats; small non-negative ints)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for shape, dtype in _input_specs(model):
+        full = (batch_size, *[d if d is not None else 8 for d in shape[1:]])
+        if "int" in dtype:
+            arrays.append(rng.integers(0, 2, size=full).astype(dtype))
+        else:
+            arrays.append(rng.standard_normal(full).astype(dtype))
+    return arrays
+
+
+def _as_list(inputs) -> list[np.ndarray]:
+    if isinstance(inputs, dict):
+        return [np.asarray(v) for v in inputs.values()]
+    if isinstance(inputs, (list, tuple)):
+        return [np.asarray(v) for v in inputs]
+    return [np.asarray(inputs)]
+
+
+def _take_batch(arrays, n):
+    """First n rows of each input, repeating rows when fewer than n are given."""
+    out = []
+    for a in arrays:
+        idx = np.arange(n) % len(a)
+        out.append(a[idx])
+    return out
+
+
+def keras_outputs(model, arrays) -> list[np.ndarray]:
+    import keras
+
+    feed = arrays[0] if len(arrays) == 1 else arrays
+    y = model.predict_on_batch(feed)
+    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(y)]
+
+
+def onnx_outputs(session, arrays) -> list[np.ndarray]:
+    names = [i.name for i in session.get_inputs()]
+    if len(names) != len(arrays):
+        raise ValueError(f"The ONNX model has {len(names)} inputs ({names}); received {len(arrays)} arrays.")
+    return session.run(None, dict(zip(names, arrays)))
+
+
+def make_session(path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def validate_onnx(path, model, inputs=None, atol: float = DEFAULT_ATOL,
+                  batch_sizes=DEFAULT_BATCH_SIZES) -> ValidationReport:
+    """Run `path` in onnxruntime and `model` in Keras on the same inputs and compare every output.
+
+    Args:
+        path: the ONNX file.
+        model: a keras.Model or a path to a `.keras` file.
+        inputs: real inputs (an array, or a list/dict for several inputs); random ones fitting the model's
+            input specs when None. Rows are repeated when fewer than the largest batch size are given.
+        atol: the largest absolute difference allowed (1e-4 for float32 by default).
+        batch_sizes: batch sizes to check; two distinct sizes prove the batch axis is dynamic.
+
+    Returns:
+        A ValidationReport; `passed` needs max abs diff <= atol and 100% argmax agreement. Never raises for
+        a mismatch: a file onnxruntime cannot load or run gives passed=False with the error as message.
+    """
+    import onnx
+
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        import keras
+
+        import kerastk.layers  # noqa: F401  (registers custom layers)
+
+        model = keras.saving.load_model(model, compile=False)
+    arrays = _as_list(inputs) if inputs is not None else sample_inputs(model, max(batch_sizes))
+    batch_sizes = tuple(int(b) for b in batch_sizes)
+    worst, agree_num, agree_den = 0.0, 0, 0
+    try:
+        onnx.checker.check_model(str(path))
+        session = make_session(path)
+        for n in batch_sizes:
+            batch = _take_batch(arrays, n)
+            expected = keras_outputs(model, batch)
+            got = onnx_outputs(session, batch)
+            if len(got) != len(expected):
+                raise ValueError(f"ONNX gives {len(got)} outputs, Keras {len(expected)}.")
+            for e, g in zip(expected, got):
+                if e.shape != g.shape:
+                    raise ValueError(f"output shape differs at batch {n}: Keras {e.shape}, ONNX {g.shape}")
+                diff = float(np.max(np.abs(e.astype(np.float64) - g.astype(np.float64)), initial=0.0))
+                worst = max(worst, diff) if np.isfinite(diff) else float("inf")  # NaN never passes
+                if e.ndim >= 2 and e.shape[-1] > 1:
+                    agree_num += int(np.sum(np.argmax(e, -1) == np.argmax(g, -1)))
+                    agree_den += int(np.prod(e.shape[:-1]))
+    except Exception as exc:  # onnxruntime refused or failed the file: a failed validation, with the reason
+        return ValidationReport(str(path), False, float("inf"), None, batch_sizes, atol,
+                                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+    agreement = agree_num / agree_den if agree_den else None
+    passed = bool(np.isfinite(worst) and worst <= atol and (agreement is None or agreement == 1.0))
+    return ValidationReport(str(path), passed, worst, agreement, batch_sizes, atol)

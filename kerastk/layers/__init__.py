@@ -1,0 +1,1 @@
+"""Curriculum layers Keras lacks (one file per idea). Each is registered serializable."""
