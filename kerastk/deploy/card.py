@@ -6,8 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-CARD_NAME = "card.json"
-
 
 def sha256(path) -> str:
     h = hashlib.sha256()
@@ -35,6 +33,7 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
                metrics_keras=None, metrics_onnx=None, extra=None, card_path=None) -> Path:
     """Write card.json beside the ONNX file and return its path."""
     from kerastk.backend import versions
+    from kerastk.deploy.runtime import card_path_for
 
     onnx_path = Path(onnx_path)
     card = {
@@ -59,7 +58,7 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
             "export_attempts": export_result.attempts,
         })
     card.update(extra or {})
-    card_path = Path(card_path) if card_path else onnx_path.parent / CARD_NAME
+    card_path = Path(card_path) if card_path else card_path_for(onnx_path)
     card_path.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
     return card_path
 

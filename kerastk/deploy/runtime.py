@@ -18,6 +18,12 @@ def ort_dtype(type_string: str) -> str:
     return ORT_DTYPES.get(type_string, type_string)
 
 
+def card_path_for(onnx_path) -> Path:
+    """Where an ONNX file's card lives: `card.json` beside a run folder's `model.onnx`, else `<stem>.card.json`."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.parent / ("card.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.card.json")
+
+
 class OnnxModel:
     """An exported model ready to predict from numpy arrays.
 
@@ -48,7 +54,7 @@ class OnnxModel:
     def _load_card(self, card):
         if isinstance(card, dict):
             return card
-        card_path = Path(card) if card else self.path.parent / "card.json"
+        card_path = Path(card) if card else card_path_for(self.path)
         if not card_path.is_file():
             if card:
                 raise FileNotFoundError(f"No model card at {str(card_path)!r}.")

