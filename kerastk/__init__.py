@@ -19,6 +19,7 @@ _LAZY = {
     "list_models": "kerastk.models.registry",
     "model_info": "kerastk.models.registry",
     "register_model": "kerastk.models.registry",
+    "count_flops": "kerastk.flops",
 }
 _SUBMODULES = {"data", "models", "deploy", "training", "backend", "layers", "cli"}
 

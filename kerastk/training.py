@@ -272,6 +272,14 @@ def parse_recipe_args(parser, argv=None):
     return args
 
 
+def recipe_data(name: str, args, **kwargs):
+    """`kerastk.data.load(name, seed=args.seed)`, cut to a smoke subset when the recipe runs with --smoke."""
+    from kerastk import data as kdata
+
+    data = kdata.load(name, seed=args.seed, **kwargs)
+    return smoke_subset(data) if args.smoke else data
+
+
 def smoke_subset(data, n_train: int = 256, n_eval: int = 128):
     """The first rows of each split: enough to train two epochs and validate an export in seconds."""
     return dataclasses.replace(

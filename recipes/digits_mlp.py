@@ -4,9 +4,8 @@
     kerastk train digits_mlp --smoke
 """
 import kerastk
-from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 100  # 1,257 training images: epochs are cheap; early stopping ends the run
 BATCH_SIZE = 32
@@ -20,9 +19,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # --- data: 64 pixel intensities scaled from 0..16 to 0..1
-    data = kdata.load("digits", seed=args.seed)
-    if args.smoke:
-        data = smoke_subset(data)
+    data = recipe_data("digits", args)
 
     # --- model
     model = kerastk.create_model("mlp", input_shape=data.input_shape, num_classes=data.num_classes,

@@ -7,9 +7,8 @@ linearly. Both runs are reported side by side with both test figures.
     kerastk train housing_linear_regression --smoke
 """
 import kerastk
-from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 300  # 354 training rows: epochs are cheap; early stopping ends each run
 BATCH_SIZE = 32
@@ -21,9 +20,7 @@ def main(argv=None):
     args = parse_recipe_args(recipe_parser(__doc__, EPOCHS, BATCH_SIZE), argv)
 
     # --- data: 13 features standardised with the training split's statistics; target in k$
-    data = kdata.load("housing", seed=args.seed)
-    if args.smoke:
-        data = smoke_subset(data)
+    data = recipe_data("housing", args)
 
     results = {}
     for loss in LOSSES:

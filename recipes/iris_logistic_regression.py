@@ -4,9 +4,8 @@
     kerastk train iris_logistic_regression --smoke
 """
 import kerastk
-from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 300  # 104 training flowers: an epoch is a few minibatches
 BATCH_SIZE = 16
@@ -18,9 +17,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # --- data: four measurements, standardised with the training split's mean and std
-    data = kdata.load("iris", seed=args.seed)
-    if args.smoke:
-        data = smoke_subset(data)
+    data = recipe_data("iris", args)
 
     # --- model: softmax(W x + b)
     model = kerastk.create_model("logistic_regression", input_shape=data.input_shape,

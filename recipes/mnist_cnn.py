@@ -1,15 +1,14 @@
 """The classic MNIST convnet: two [3x3 conv + ReLU + 2x2 max pool] blocks, dropout, softmax.
 
-Max pooling is the layer the JAX route's exporter gets wrong (onnxruntime rejects its MaxPool), so under
-KERAS_BACKEND=jax this recipe shows kerastk falling back to another export route; the card says which.
+Max pooling is the layer the JAX route's exporter writes as a MaxPool onnxruntime cannot run; kerastk rewrites
+that node (kerastk.deploy.onnx_fixes) and the card lists the fix under the export attempts.
 
     python recipes/mnist_cnn.py
     kerastk train mnist_cnn --smoke
 """
 import kerastk
-from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 20  # early stopping usually ends the run sooner
 BATCH_SIZE = 64
@@ -22,9 +21,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # --- data
-    data = kdata.load("mnist", seed=args.seed)
-    if args.smoke:
-        data = smoke_subset(data)
+    data = recipe_data("mnist", args)
 
     # --- model
     model = kerastk.create_model("mnist_cnn", input_shape=data.input_shape, num_classes=data.num_classes,

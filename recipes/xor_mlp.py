@@ -11,9 +11,8 @@ the boundary and reaches ~100%. Both are printed side by side.
 import keras
 
 import kerastk
-from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 200  # 559 points; early stopping ends each run
 BATCH_SIZE = 32
@@ -25,9 +24,7 @@ def main(argv=None):
     args = parse_recipe_args(recipe_parser(__doc__, EPOCHS, BATCH_SIZE), argv)
 
     # --- data: 2-D points, label = (x0 > 0) XOR (x1 > 0)
-    data = kdata.load("xor", seed=args.seed)
-    if args.smoke:
-        data = smoke_subset(data)
+    data = recipe_data("xor", args)
     common = dict(learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
                   seed=args.seed, verbose=args.verbose, patience=20, lr_patience=8)
 

@@ -10,8 +10,8 @@ from kerastk.deploy import ExportError, export_onnx, validate_onnx
 from kerastk.deploy import export as export_module
 
 # Stock keras.applications CNNs (weights=None: nothing to download), small inputs to keep the suite quick.
-# On the JAX route max pooling exports a MaxPool onnxruntime rejects (ResNet50); on the TensorFlow route
-# EfficientNet's normalisation constants become graph inputs: both must reach a validated file by fallback.
+# On the JAX route max pooling exports a MaxPool onnxruntime rejects (ResNet50: kerastk rewrites the node); on
+# the TensorFlow route EfficientNet's normalisation constants become graph inputs (kerastk falls back).
 APPLICATIONS = {
     "MobileNetV2": lambda: keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None,
                                                           classes=10),
@@ -100,3 +100,14 @@ def test_export_rejects_bad_arguments(tmp_path):
         export_onnx(model, tmp_path / "m.onnx", route="onnx")
     with pytest.raises(TypeError, match="keras.Model"):
         export_onnx(object(), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("layer", ["MaxPooling1D", "MaxPooling2D", "MaxPooling3D"])
+def test_jax_route_max_pooling_is_rewritten_and_runs(layer, tmp_path):
+    shape = {"MaxPooling1D": (9, 3), "MaxPooling2D": (9, 9, 3), "MaxPooling3D": (6, 6, 6, 2)}[layer]
+    inputs = keras.Input(shape)
+    x = getattr(keras.layers, layer)(2)(inputs)
+    x = getattr(keras.layers, layer)(3, strides=2, padding="same")(x)
+    result = export_onnx(keras.Model(inputs, x), tmp_path / "pool.onnx", route="jax")
+    assert result.route == "jax" and result.validation.passed and result.validation.max_abs_diff == 0.0
+    assert result.attempts[-1]["graph_fixes"] == ["rewrote 2 channels-last MaxPool node(s) as channels-first MaxPool"]

@@ -56,17 +56,23 @@ def input_signature(model):
     return specs if len(specs) == 1 else [specs]
 
 
-def export_native(model, path, opset=None) -> None:
-    """Export with the active backend's exporter (Keras's Model.export), dynamic batch axis."""
+def export_native(model, path, opset=None) -> list[str]:
+    """Export with the active backend's exporter (Keras's Model.export), dynamic batch axis, then apply the
+    graph fixes that backend's output needs (kerastk.deploy.onnx_fixes). Returns the fixes applied."""
     import warnings
+
+    import keras
+
+    from kerastk.deploy.onnx_fixes import apply_fixes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.export(str(path), format="onnx", input_signature=input_signature(model), opset_version=opset,
                      verbose=False)
+    return apply_fixes(path, keras.backend.backend())
 
 
-def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800) -> None:
+def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800) -> list[str]:
     """Re-load a `.keras` file under KERAS_BACKEND=route in a fresh process and export it there."""
     env = dict(os.environ, KERAS_BACKEND=route)
     cmd = [sys.executable, "-m", "kerastk.deploy._worker", str(keras_path), str(path)]
@@ -76,6 +82,7 @@ def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800) -> N
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise RuntimeError(f"{route} export failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]).get("fixes", [])
 
 
 def _routes(requested, active):
@@ -145,12 +152,12 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", inputs=None, a
             t0 = time.perf_counter()
             try:
                 if r == active:
-                    export_native(model, candidate, opset)
+                    fixes = export_native(model, candidate, opset)
                 else:
                     if keras_path is None:
                         keras_path = Path(tmp) / "model.keras"
                         model.save(keras_path)
-                    export_in_subprocess(keras_path, candidate, r, opset)
+                    fixes = export_in_subprocess(keras_path, candidate, r, opset)
             except Exception as exc:
                 msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                 attempts.append({"route": r, "seconds": round(time.perf_counter() - t0, 2),
@@ -159,7 +166,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", inputs=None, a
                     print(f"[kerastk.export] route {r}: export failed ({msg})", file=sys.stderr)
                 continue
             report = validate_onnx(candidate, model, inputs=inputs, atol=atol, batch_sizes=batch_sizes)
-            attempts.append({"route": r, "seconds": round(time.perf_counter() - t0, 2),
+            attempts.append({"route": r, "seconds": round(time.perf_counter() - t0, 2), "graph_fixes": fixes,
                              "validation": report.to_dict()})
             if verbose:
                 print(f"[kerastk.export] route {r}: {report}", file=sys.stderr)
@@ -191,6 +198,6 @@ def main_worker(argv=None) -> int:
     import kerastk.layers  # noqa: F401
 
     model = keras.saving.load_model(args.keras_path, compile=False)
-    export_native(model, args.onnx_path, args.opset)
-    print(json.dumps({"route": keras.backend.backend(), "path": args.onnx_path}))
+    fixes = export_native(model, args.onnx_path, args.opset)
+    print(json.dumps({"route": keras.backend.backend(), "path": args.onnx_path, "fixes": fixes}))
     return 0

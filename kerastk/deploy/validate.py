@@ -84,7 +84,9 @@ def onnx_outputs(session, arrays) -> list[np.ndarray]:
 def make_session(path):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # failures reach the caller as exceptions; no duplicate console lines
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def validate_onnx(path, model, inputs=None, atol: float = DEFAULT_ATOL,

@@ -1,0 +1,80 @@
+"""Graph fixes for exporter output that onnxruntime cannot run, applied before validation.
+
+JAX route (jax2onnx): ``lax.reduce_window`` max pooling on an NHWC tensor is exported as an N-D ``MaxPool``
+over a 6-D tensor (two leading Unsqueezes) with ``kernel_shape=[1, kh, kw, 1]``; onnxruntime's CPU MaxPool
+supports 1 to 3 spatial axes only and fails at run time with "Unsupported pooling size". The fix rewrites
+each such node as Squeeze -> Transpose to channels-first -> a true 2-D (or 1-D / 3-D) MaxPool -> Transpose back
+-> Unsqueeze, which computes the same values (pads are ignored positions in both definitions).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def fix_channels_last_maxpool(model) -> int:
+    """Rewrite channels-last N-D MaxPool nodes in place; returns how many were rewritten."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    new_nodes, fixed = [], 0
+    axes_name = "kerastk_maxpool_fix_axes01"
+    for node in graph.node:
+        a = _attrs(node) if node.op_type == "MaxPool" else {}
+        kernel = list(a.get("kernel_shape", []))
+        strides = list(a.get("strides", [1] * len(kernel)))
+        pads = list(a.get("pads", [0] * 2 * len(kernel)))
+        dilations = list(a.get("dilations", [1] * len(kernel)))
+        n = len(kernel)
+        is_channels_last = (
+            node.op_type == "MaxPool" and 3 <= n <= 5 and kernel[0] == 1 and kernel[-1] == 1
+            and strides[0] == 1 and strides[-1] == 1 and dilations[0] == 1 and dilations[-1] == 1
+            and pads[0] == pads[n - 1] == pads[n] == pads[2 * n - 1] == 0 and len(node.output) == 1
+            and not a.get("ceil_mode") and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        )
+        if not is_channels_last:
+            new_nodes.append(node)
+            continue
+        fixed += 1
+        tag = f"kerastk_maxpool_fix_{fixed}"
+        rank = n  # the tensor being pooled: [N, spatial..., C] once the two leading unit axes are squeezed
+        to_first = [0, rank - 1, *range(1, rank - 1)]
+        to_last = [0, *range(2, rank), 1]
+        new_nodes += [
+            helper.make_node("Squeeze", [node.input[0], axes_name], [f"{tag}_nhwc"], name=f"{tag}_squeeze"),
+            helper.make_node("Transpose", [f"{tag}_nhwc"], [f"{tag}_nchw"], perm=to_first, name=f"{tag}_to_nchw"),
+            helper.make_node("MaxPool", [f"{tag}_nchw"], [f"{tag}_pooled"], name=f"{tag}_maxpool",
+                             kernel_shape=kernel[1:-1], strides=strides[1:-1], dilations=dilations[1:-1],
+                             pads=pads[1:n - 1] + pads[n + 1:2 * n - 1]),
+            helper.make_node("Transpose", [f"{tag}_pooled"], [f"{tag}_pooled_nhwc"], perm=to_last,
+                             name=f"{tag}_to_nhwc"),
+            helper.make_node("Unsqueeze", [f"{tag}_pooled_nhwc", axes_name], [node.output[0]],
+                             name=f"{tag}_unsqueeze"),
+        ]
+    if fixed:
+        graph.initializer.append(numpy_helper.from_array(np.array([0, 1], dtype=np.int64), axes_name))
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        onnx.checker.check_model(model)
+    return fixed
+
+
+def apply_fixes(path, route: str) -> list[str]:
+    """Apply the fixes that concern `route` to the ONNX file at `path`; returns what was done."""
+    if route != "jax":
+        return []
+    import onnx
+
+    model = onnx.load(str(path))
+    done = []
+    count = fix_channels_last_maxpool(model)
+    if count:
+        onnx.save(model, str(path))
+        done.append(f"rewrote {count} channels-last MaxPool node(s) as channels-first MaxPool")
+    return done
