@@ -46,12 +46,36 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
-    from kerastk.models.registry import list_models, model_info
+def _human(n) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(int(n))
 
-    for name in list_models(args.pattern):
+
+def cmd_models(args) -> int:
+    """Table of registered models: parameters and mult-adds (the paper's reference figures, or measured on the
+    default input with --measure), default input size and paper."""
+    from kerastk.models.registry import create_model, list_models, model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    source = "measured at the default input" if args.measure else "reference (paper resolution, 1000 classes)"
+    print(f"{'name':22s} {'params':>10s} {'mult-adds':>10s}  {'input':13s} paper   [{source}]")
+    for name in names:
         info = model_info(name)
-        print(f"{name:24s} {info['family']:8s} {info['summary']}")
+        params, macs = info.get("reference_params"), info.get("reference_macs")
+        if args.measure or params is None or macs is None:
+            from kerastk.flops import count_flops
+
+            model = create_model(name)
+            params, macs = model.count_params(), count_flops(model)
+        shape = "x".join(str(d) for d in info.get("default_input_shape", ()))
+        print(f"{name:22s} {_human(params):>10s} {_human(macs):>10s}  {shape:13s} {info.get('paper', '')}")
     return 0
 
 
@@ -132,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="active backend, versions, how to switch")
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--measure", action="store_true", help="build each model and count its parameters and MACs")
     p = sub.add_parser("train", help="run a recipe (extra flags go to the recipe)")
     p.add_argument("recipe")
     p = sub.add_parser("export", help="export a .keras file to a validated ONNX file")

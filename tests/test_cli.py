@@ -17,7 +17,18 @@ def test_info_names_backend_versions_and_how_to_switch(capsys, backend):
 def test_models_lists_registry(capsys):
     assert cli(["models", "l*"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == kerastk.list_models("l*")
+    assert [line.split()[0] for line in lines[1:]] == kerastk.list_models("l*")
+    assert lines[0].split()[:3] == ["name", "params", "mult-adds"]
+    assert "44.43 k" in lines[1] and "28x28x1" in lines[1]  # lenet5's reference count and input
+
+
+def test_models_measure_counts_parameters_and_macs(capsys):
+    assert cli(["models", "lenet5", "--measure"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[1]
+    macs = kerastk.count_flops(kerastk.create_model("lenet5"))
+    # c1: 24*24*150, c3: 8*8*2400, f5-f7: 256*120 + 120*84 + 84*10
+    assert macs == 24 * 24 * 150 + 8 * 8 * 2400 + 256 * 120 + 120 * 84 + 84 * 10
+    assert "44.43 k" in row and f"{macs / 1e3:.2f} k" in row
 
 
 def test_predict_prints_labels_and_saves_outputs(tmp_path, capsys):

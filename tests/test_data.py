@@ -14,6 +14,8 @@ EXPECTED = {
     "xor": ((2,), "binary", 2, 800),
     "blobs": ((2,), "classification", 3, 900),
     "spirals": ((2,), "classification", 3, 900),
+    "shapes": ((32, 32, 3), "classification", 5, 3000),
+    "cifar10": ((32, 32, 3), "classification", 5, 3000),  # offline: the generated shapes stand in
 }
 
 
@@ -93,3 +95,25 @@ def test_unknown_dataset_lists_available():
         kdata.load("mnsit")
     with pytest.raises(TypeError, match=r"xor"):
         kdata.load("xor", colour="red")
+
+
+def test_shapes_images_and_options():
+    d = kdata.load("shapes", seed=0, n_samples=200, image_size=48)
+    assert d.input_shape == (48, 48, 3) and len(d.x_train) + len(d.x_val) + len(d.x_test) == 200
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+    # a shape is drawn on every image: some pixels differ strongly from the background's median
+    spread = np.abs(d.x_train - np.median(d.x_train, axis=(1, 2), keepdims=True)).max(axis=(1, 2, 3))
+    assert spread.min() > 0.3
+    with pytest.raises(ValueError, match="image_size must be >= 16"):
+        kdata.load("shapes", image_size=8)
+
+
+def test_shape_masks_have_the_expected_areas():
+    from kerastk.data.generators import shape_mask
+
+    size, r = 101, 40.0
+    area = {k: shape_mask(k, size, 50.5, 50.5, r, 0.3).sum() for k in ("circle", "square", "triangle", "ring")}
+    assert area["circle"] == pytest.approx(np.pi * r**2, rel=0.02)
+    assert area["square"] == pytest.approx(2 * r**2, rel=0.03)  # side r*sqrt(2)
+    assert area["triangle"] == pytest.approx(3 * np.sqrt(3) / 4 * r**2, rel=0.03)
+    assert area["ring"] == pytest.approx(np.pi * r**2 * (1 - 0.55**2), rel=0.03)

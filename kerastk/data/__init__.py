@@ -157,6 +157,41 @@ def _load_mnist(seed, source="auto"):
                    input_shape=(28, 28, 1), class_names=names, preprocessing=scale)
 
 
+def _load_shapes(seed, n_samples=3000, image_size=32, noise=0.05, name="shapes"):
+    """Seeded colour images of shapes (kerastk.data.generators.shapes), pixels scaled to [0, 1]."""
+    x, y, names = generators.shapes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed)
+    return _finish(name, _split(x, y, seed), task="classification",
+                   source=f"kerastk.data.generators.shapes ({n_samples} images {image_size}x{image_size}, seed {seed})",
+                   input_shape=(image_size, image_size, 3), class_names=names,
+                   preprocessing={"type": "scale", "factor": 1.0 / 255.0})
+
+
+_CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _load_cifar10(seed, source="auto", **shapes_kwargs):
+    """CIFAR-10 via keras.datasets when reachable (online or cached); else the 32x32 shapes images."""
+    if source in ("auto", "keras") and os.environ.get("KERASTK_OFFLINE", "0") != "1":
+        try:
+            import keras
+
+            (x_tr, y_tr), (x_te, y_te) = keras.datasets.cifar10.load_data()
+            rng = np.random.default_rng(seed)
+            order = rng.permutation(len(x_tr))
+            val, train = order[:5000], order[5000:]
+            y_tr, y_te = y_tr.reshape(-1), y_te.reshape(-1)
+            splits = (x_tr[train], y_tr[train], x_tr[val], y_tr[val], x_te, y_te)
+            return _finish("cifar10", splits, task="classification", source="keras.datasets.cifar10 (60,000 images)",
+                           input_shape=(32, 32, 3), class_names=_CIFAR10_NAMES,
+                           preprocessing={"type": "scale", "factor": 1.0 / 255.0})
+        except Exception as exc:
+            if source == "keras":
+                raise
+            _notice(f"keras.datasets.cifar10 unavailable ({type(exc).__name__}); using kerastk's generated "
+                    "32x32 colour shapes instead (5 classes).")
+    return _load_shapes(seed, image_size=32, name="cifar10", **shapes_kwargs)
+
+
 def _load_housing(seed):
     """Boston housing (506 rows, 13 features, median value in k$) as shipped with mlxtend."""
     from mlxtend.data import boston_housing_data
@@ -201,6 +236,8 @@ def _generated(kind, seed, n_samples=None, noise=None):
 _LOADERS = {
     "mnist": _load_mnist,
     "housing": _load_housing,
+    "shapes": _load_shapes,
+    "cifar10": _load_cifar10,
     **{name: functools.partial(_sklearn_table, name) for name in ("digits", "iris", "wine", "breast_cancer")},
     **{name: functools.partial(_generated, name) for name in ("xor", "blobs", "spirals")},
 }
