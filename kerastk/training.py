@@ -117,7 +117,7 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         epochs: int = 20, batch_size: int = 32, out=DEFAULT_OUT, monitor: str = "val_loss", patience: int = 5,
         lr_patience: int = 2, lr_factor: float = 0.5, min_lr: float = 1e-6, tensorboard: bool = False,
         export: bool = True, threshold: float = 0.5, seed: int = 0, verbose: int = 2, callbacks=None,
-        notes: str = "") -> RunResult:
+        augmentation=None, notes: str = "") -> RunResult:
     """Train `model` on `data` (a kerastk.data.Dataset) and leave a complete run folder.
 
     Args:
@@ -129,6 +129,8 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         export: export to ONNX, validate it and write card.json (the run fails if no route validates).
         threshold: decision threshold for single-unit binary outputs (0.5 for sigmoid, 0.0 for a raw score).
         callbacks: extra Keras callbacks appended after the runner's own.
+        augmentation: Keras preprocessing layers (e.g. kerastk.data.augment.augmentation()) applied in front of
+            the model during training only; the saved and exported model is `model` alone, without them.
         notes: a paragraph for report.md (what the recipe shows).
     """
     import keras
@@ -148,15 +150,19 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         print(f"[kerastk] resuming {name} from {run_dir / 'backup'}", file=sys.stderr)
 
     set_seed(seed)
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=list(metrics))
+    train_model = model
+    if augmentation is not None:  # shares the model's weights; augmentation layers are identity at inference
+        inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
+        train_model = keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
+    train_model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=list(metrics))
     cbs = _callbacks(run_dir, monitor, patience, lr_patience, lr_factor, min_lr, tensorboard, callbacks)
     t0 = time.perf_counter()
-    fit = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+    fit = train_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
                     batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True)
     train_seconds = time.perf_counter() - t0
     history = read_history(run_dir / "history.csv")
 
-    evaluated = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
+    evaluated = train_model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
     keras_pred = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
     test_metrics = {**{k: float(v) for k, v in evaluated.items()},
                     **task_metrics(data.task, data.y_test, keras_pred, threshold)}

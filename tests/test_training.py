@@ -85,3 +85,23 @@ def test_run_rejects_bad_settings(tmp_path):
         run(_model(), _data(), "bad", loss="mse", epochs=0, out=tmp_path)
     with pytest.raises(ValueError, match="Unknown optimizer 'adamm'"):
         run(_model(), _data(), "bad", loss="mse", optimizer="adamm", out=tmp_path)
+
+
+def test_augmentation_trains_but_is_not_in_the_saved_or_exported_model(tmp_path):
+    from kerastk.data.augment import augmentation
+
+    data = smoke_subset(kdata.load("shapes", seed=0, n_samples=120, image_size=32), n_train=64, n_eval=24)
+    keras.utils.set_random_seed(0)
+    model = kerastk.create_model("mnist_cnn", input_shape=(32, 32, 3), num_classes=5)
+    aug = augmentation("standard")
+    x = data.x_train[:4]
+    assert not np.allclose(keras.ops.convert_to_numpy(aug(x, training=True)), x)  # it does change images
+    result = run(model, data, "aug", loss="sparse_categorical_crossentropy", epochs=1, batch_size=16,
+                 out=tmp_path, verbose=0, augmentation=aug)
+    saved = keras.saving.load_model(tmp_path / "aug" / "model.keras")
+    kinds = {type(layer).__name__ for layer in saved.layers}
+    assert not kinds & {"Sequential", "RandomFlip", "RandomRotation", "RandomColorJitter"}
+    assert saved.count_params() == model.count_params()
+    assert result.export.validation.passed
+    with pytest.raises(ValueError, match="Unknown augmentation policy 'autoaugment'"):
+        augmentation("autoaugment")
