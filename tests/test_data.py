@@ -16,6 +16,7 @@ EXPECTED = {
     "spirals": ((2,), "classification", 3, 900),
     "shapes": ((32, 32, 3), "classification", 5, 3000),
     "cifar10": ((32, 32, 3), "classification", 5, 3000),  # offline: the generated shapes stand in
+    "shape_attributes": ((32, 32, 3), "multilabel", 7, 3000),
 }
 
 
@@ -34,7 +35,10 @@ def test_load_splits_and_metadata(name):
     for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test)):
         assert x.dtype == np.float32 and x.shape[1:] == shape and len(x) == len(y)
         assert np.all(np.isfinite(x))
-    if classes:
+    if task == "multilabel":
+        assert d.y_train.shape == (len(d.x_train), classes) and set(np.unique(d.y_train)) == {0.0, 1.0}
+        assert 0.1 < d.y_train.mean() < 0.9
+    elif classes:
         assert len(d.class_names) == classes
         assert set(np.unique(d.y_train)) == set(range(classes)), "every class must be in the training split"
     assert d.info["source"]

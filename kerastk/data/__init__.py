@@ -108,7 +108,7 @@ def _finish(name, splits, *, task, source, input_shape, class_names=None, prepro
         preprocessing, (x_train, x_val, x_test) = _standardize(x_train, x_val, x_test)
     else:
         x_train, x_val, x_test = (apply_preprocessing(a, preprocessing) for a in (x_train, x_val, x_test))
-    ydtype = np.int64 if task != "regression" else np.float32
+    ydtype = {"regression": np.float32, "multilabel": np.float32}.get(task, np.int64)
     info = {
         "task": task,
         "source": source,
@@ -157,11 +157,21 @@ def _load_mnist(seed, source="auto"):
                    input_shape=(28, 28, 1), class_names=names, preprocessing=scale)
 
 
-def _load_shapes(seed, n_samples=3000, image_size=32, noise=0.05, name="shapes"):
+def _load_shapes(seed, n_samples=3000, image_size=32, noise=0.05, classes=generators.SHAPES, name="shapes"):
     """Seeded colour images of shapes (kerastk.data.generators.shapes), pixels scaled to [0, 1]."""
-    x, y, names = generators.shapes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed)
+    x, y, names = generators.shapes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed,
+                                    classes=classes)
     return _finish(name, _split(x, y, seed), task="classification",
                    source=f"kerastk.data.generators.shapes ({n_samples} images {image_size}x{image_size}, seed {seed})",
+                   input_shape=(image_size, image_size, 3), class_names=names,
+                   preprocessing={"type": "scale", "factor": 1.0 / 255.0})
+
+
+def _load_shape_attributes(seed, n_samples=3000, image_size=32, noise=0.05):
+    """Multi-label shapes images: independent yes/no attributes per image (sigmoid outputs, BCE)."""
+    x, y, names = generators.shape_attributes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed)
+    return _finish("shape_attributes", _split(x, y, seed, stratify=False), task="multilabel",
+                   source=f"kerastk.data.generators.shape_attributes ({n_samples} images, seed {seed})",
                    input_shape=(image_size, image_size, 3), class_names=names,
                    preprocessing={"type": "scale", "factor": 1.0 / 255.0})
 
@@ -238,6 +248,7 @@ _LOADERS = {
     "housing": _load_housing,
     "shapes": _load_shapes,
     "cifar10": _load_cifar10,
+    "shape_attributes": _load_shape_attributes,
     **{name: functools.partial(_sklearn_table, name) for name in ("digits", "iris", "wine", "breast_cancer")},
     **{name: functools.partial(_generated, name) for name in ("xor", "blobs", "spirals")},
 }

@@ -99,3 +99,32 @@ def shapes(n_samples: int = 3000, image_size: int = 32, noise: float = 0.05, see
         img += rng.normal(0.0, noise, size=img.shape)
         x[i] = np.clip(img, 0.0, 1.0) * 255.0
     return x, y.astype(np.int64), list(classes)
+
+
+COLOURS = {"red": (0.9, 0.15, 0.15), "green": (0.15, 0.8, 0.2), "blue": (0.2, 0.3, 0.95)}
+
+
+def shape_attributes(n_samples: int = 3000, image_size: int = 32, noise: float = 0.05, seed: int = 0,
+                     kinds=("circle", "square", "triangle")):
+    """Multi-label images (CelebA-style independent yes/no attributes): 1 to 3 shapes per image, each of a
+    random kind and one of three colours. Attributes: `has_<kind>` for each kind, `has_<colour>` for each
+    colour, and `crowded` (three shapes). Returns (x, y, attribute_names); y is (n, n_attributes) of 0/1."""
+    rng = np.random.default_rng(seed)
+    colours = list(COLOURS)
+    names = [f"has_{k}" for k in kinds] + [f"has_{c}" for c in colours] + ["crowded"]
+    x = np.empty((n_samples, image_size, image_size, 3), dtype=np.float32)
+    y = np.zeros((n_samples, len(names)), dtype=np.int64)
+    for i in range(n_samples):
+        img = np.broadcast_to(rng.uniform(0.0, 0.3, size=3), (image_size, image_size, 3)).copy()
+        count = rng.integers(1, 4)
+        for _ in range(count):
+            k, c = rng.integers(0, len(kinds)), rng.integers(0, len(colours))
+            radius = rng.uniform(0.14, 0.24) * image_size
+            cy, cx = rng.uniform(radius, image_size - radius, size=2)
+            img[shape_mask(kinds[k], image_size, cy, cx, radius, rng.uniform(0, 2 * np.pi))] = COLOURS[colours[c]]
+            y[i, k] = 1
+            y[i, len(kinds) + c] = 1
+        y[i, -1] = int(count == 3)
+        img += rng.normal(0.0, noise, size=img.shape)
+        x[i] = np.clip(img, 0.0, 1.0) * 255.0
+    return x, y, names

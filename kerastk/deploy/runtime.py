@@ -101,11 +101,15 @@ class OnnxModel:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def predict_labels(self, x) -> list:
-        """Argmax of the first output, mapped to the card's class names when it has them."""
+        """Argmax of the first output, mapped to the card's class names when it has them; for a multi-label
+        model (card task "multilabel") the list of attributes above the card's threshold for each row."""
         y = self.predict(x)
         y = y[0] if isinstance(y, list) else y
-        idx = np.argmax(y, axis=-1) if y.shape[-1] > 1 else (y[..., 0] > 0.5).astype(int)
         names = self.class_names
+        if self.card.get("task") == "multilabel":
+            on = y > self.card.get("decision_threshold", 0.5)
+            return [[names[j] if names else j for j in np.flatnonzero(row)] for row in on]
+        idx = np.argmax(y, axis=-1) if y.shape[-1] > 1 else (y[..., 0] > 0.5).astype(int)
         return [names[i] if names else int(i) for i in np.ravel(idx)]
 
     def __repr__(self):
