@@ -27,6 +27,7 @@ MODELS = {  # registry name -> builder arguments beyond input shape and classes
     "mobilenet": {"alpha": 0.5},
     "densenet121": {},
 }
+SMOKE_MODELS = ["lenet5", "mobilenet"]  # --smoke compares two quick ones unless --models is given
 LATENCY_RUNS = 50  # onnxruntime calls timed per model (median reported)
 
 
@@ -44,8 +45,9 @@ def onnx_latency_ms(path, x, runs=LATENCY_RUNS):
 
 def main(argv=None):
     parser = recipe_parser(__doc__, EPOCHS, BATCH_SIZE)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), help="registry names to compare")
+    parser.add_argument("--models", nargs="+", default=None, help="registry names to compare")
     args = parse_recipe_args(parser, argv)
+    args.models = args.models or (SMOKE_MODELS if args.smoke else list(MODELS))
     unknown = sorted(set(args.models) - set(kerastk.list_models()))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; see `kerastk models`")

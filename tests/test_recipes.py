@@ -12,9 +12,15 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 RUN_FOLDERS = {  # recipe -> the run folders it writes
     "housing_linear_regression": ["housing_linear_regression_mse", "housing_linear_regression_mae"],
     "xor_mlp": ["xor_perceptron", "xor_mlp"],
+    "ensemble_mc_dropout": ["ensemble_member_0", "ensemble_member_1", "ensemble_member_2"],
+    "transfer_learning": ["transfer_scratch", "transfer_source", "transfer_frozen", "transfer_finetune"],
+    "architectures_tour": ["tour_lenet5", "tour_mobilenet"],
+    "alexnet_recipe": ["alexnet"],
+    "cifar10_resnet": ["cifar10_resnet20"],
 }
 EXPECTED_RECIPES = {"housing_linear_regression", "xor_mlp", "iris_logistic_regression", "digits_mlp",
-                    "mnist_cnn", "mnist_lenet5"}
+                    "mnist_cnn", "mnist_lenet5", "cifar10_resnet", "alexnet_recipe", "transfer_learning",
+                    "ensemble_mc_dropout", "multilabel_attributes", "architectures_tour"}
 
 
 def test_recipe_list():
@@ -24,7 +30,9 @@ def test_recipe_list():
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RECIPES))
 def test_recipe_smoke(recipe, tmp_path, backend):
     main = runpy.run_path(str(RECIPES / f"{recipe}.py"))["main"]
-    main(["--smoke", "--out", str(tmp_path)])
+    returned = main(["--smoke", "--out", str(tmp_path)])
+    if recipe == "ensemble_mc_dropout":  # the ensemble is exported as one graph too
+        assert returned["export"].validation.passed and (tmp_path / "ensemble" / "model.onnx").is_file()
     for run_name in RUN_FOLDERS.get(recipe, [recipe]):
         d = tmp_path / run_name
         for f in ("model.keras", "model.onnx", "card.json", "curves.png", "history.csv", "report.md"):
