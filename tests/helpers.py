@@ -11,7 +11,11 @@ def train_one_step(model, seed: int = 0) -> float:
     x = sample_inputs(model, 4, seed=seed)
     rng = np.random.default_rng(seed)
     y = [rng.standard_normal((4, *t.shape[1:])).astype("float32") for t in model.outputs]
-    model.compile(optimizer="adam", loss="mse")
+    import keras
+
+    # Eager on TensorFlow and torch: tracing a 100-layer train step costs ~10x one eager step; JAX's eager
+    # mode dispatches op by op and is slower than its one jit compilation.
+    model.compile(optimizer="adam", loss="mse", run_eagerly=keras.backend.backend() != "jax")
     before = [np.array(w) for w in model.get_weights()]
     loss = model.train_on_batch(x[0] if len(x) == 1 else x, y[0] if len(y) == 1 else y)
     loss = float(np.ravel(loss)[0])

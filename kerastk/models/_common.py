@@ -46,6 +46,14 @@ def check_choice(name: str, value, choices):
     return value
 
 
+def check_head(num_classes, include_top, pooling):
+    """Validate the arguments every classifier builder shares."""
+    check_int("num_classes", num_classes)
+    if not isinstance(include_top, bool):
+        raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
+    check_choice("pooling", pooling, POOLINGS)
+
+
 def check_activation(name: str, value):
     try:
         keras.activations.get(value)

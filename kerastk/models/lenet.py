@@ -3,16 +3,9 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import (POOLINGS, check_choice, check_input_shape, check_int, check_rate,
-                                    classifier_output, pool_features)
+from kerastk.models._common import (check_head, check_input_shape, check_int, check_rate, classifier_output,
+                                    pool_features)
 from kerastk.models.registry import register_model
-
-
-def _check_head(num_classes, include_top, pooling):
-    check_int("num_classes", num_classes)
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
-    check_choice("pooling", pooling, POOLINGS)
 
 
 @register_model(family="lenet", paper="LeCun et al. 1998, Gradient-based learning applied to document recognition",
@@ -22,7 +15,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, include_top=True, pooling=No
     """LeNet-5 as the course improves it: 5x5 valid conv + tanh (6, then 16 filters), 2x2 average pools,
     dense 120-84 tanh, softmax output. 44,426 parameters on 28x28x1 with 10 classes."""
     shape = check_input_shape(input_shape, rank=3, min_spatial=16)
-    _check_head(num_classes, include_top, pooling)
+    check_head(num_classes, include_top, pooling)
     inputs = keras.Input(shape, name="image")
     x = keras.layers.Conv2D(6, 5, activation="tanh", name="c1_conv")(inputs)
     x = keras.layers.AveragePooling2D(2, name="s2_pool")(x)
@@ -42,7 +35,7 @@ def mnist_cnn(input_shape=(28, 28, 1), num_classes=10, filters=(32, 64), dropout
               pooling=None):
     """The classic MNIST convnet: [3x3 conv + ReLU + 2x2 max pool] per entry of `filters`, dropout, softmax."""
     shape = check_input_shape(input_shape, rank=3, min_spatial=4 * 2 ** len(filters))
-    _check_head(num_classes, include_top, pooling)
+    check_head(num_classes, include_top, pooling)
     for i, f in enumerate(filters):
         check_int(f"filters[{i}]", f)
     check_rate("dropout", dropout)
