@@ -87,7 +87,7 @@ def test_registered_metadata():
         assert info.get("reference_macs") == SLIDES_MACS.get(name)
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 @pytest.mark.parametrize("name", sorted(KERAS_PARAMS))
 def test_params_equal_keras_applications(name):
     assert measure(name)[0] == KERAS_PARAMS[name]
@@ -106,7 +106,7 @@ def test_structure_equals_keras_applications(name):
     assert eps == {l.epsilon for l in theirs.layers if isinstance(l, keras.layers.BatchNormalization)}
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 @pytest.mark.parametrize("name", sorted(PUBLIC_PARAMS))
 def test_params_against_public_reference(name):
     reference, pinned = PUBLIC_PARAMS[name]
@@ -115,14 +115,14 @@ def test_params_against_public_reference(name):
     assert abs(count - reference) <= 0.01 * reference
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 @pytest.mark.parametrize("name", sorted(SLIDES_MACS))
 def test_macs_against_slides(name):
     macs = measure(name)[1]
     assert abs(macs - SLIDES_MACS[name]) <= 0.05 * SLIDES_MACS[name], f"{name}: {macs / 1e6:.1f} M mult-adds"
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 def test_measured_figures_pinned():
     """Exact MACs kerastk counts, so that any change to a graph shows (conv + dense only)."""
     assert measure("vgg16")[1] == 15_470_264_320
@@ -131,7 +131,7 @@ def test_measured_figures_pinned():
     assert measure("alexnet")[1] == 1_135_256_096
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 def test_mobilenet_width_multiplier():
     params, macs = measure("mobilenet", alpha=0.5)
     assert params == 1_342_536  # keras.applications.MobileNet(alpha=0.5, weights=None)
@@ -148,7 +148,7 @@ def test_mobilenet_width_multiplier():
     assert deep.get_layer("block1_dw_conv").output.shape[-1] == 64
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 @pytest.mark.parametrize("name,size,features", [
     ("alexnet", 227, (6, 6, 256)), ("vgg16", 224, (7, 7, 512)), ("googlenet", 224, (7, 7, 1024)),
     ("mobilenet", 224, (7, 7, 1024)), ("xception", 299, (10, 10, 2048)), ("densenet121", 224, (7, 7, 1024)),
@@ -164,7 +164,7 @@ def test_headless_shapes(name, size, features):
     keras.backend.clear_session()
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 def test_googlenet_feature_map_sizes():
     assert googlenet_module.feature_sizes(224) == {"conv1": 112, "pool1": 56, "pool2": 28, "pool3": 14, "pool4": 7}
     model = full("googlenet")
@@ -177,7 +177,7 @@ def test_googlenet_feature_map_sizes():
     assert all(l.use_bias for l in model.layers if isinstance(l, keras.layers.Conv2D))
 
 
-@pytest.mark.slow  # builds at the paper resolution
+@pytest.mark.paper  # builds at the paper resolution
 def test_googlenet_aux_heads():
     model = full("googlenet", aux_heads=True)
     assert [o.shape for o in model.outputs] == [(None, 1000)] * 3
