@@ -65,10 +65,13 @@ def export_native(model, path, opset=None) -> list[str]:
 
     from kerastk.deploy.onnx_fixes import apply_fixes
 
+    import gc
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.export(str(path), format="onnx", input_signature=input_signature(model), opset_version=opset,
                      verbose=False)
+    gc.collect()  # tf2onnx leaves ~10 GB of graph copies for a ResNet-152 until the next collection
     return apply_fixes(path, keras.backend.backend())
 
 
