@@ -1,6 +1,8 @@
 """The checks every registered model must pass, used by tests/test_models.py (parametrized over the registry)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from kerastk.deploy.validate import keras_outputs, sample_inputs
@@ -48,4 +50,11 @@ def check_export(model, path, atol=1e-4):
     assert report.passed, str(report)
     assert report.batch_sizes == (1, 8)
     assert report.max_abs_diff <= atol
+    # the shipped file is self-contained: it loads and runs from its final place, alone
+    from kerastk.deploy import OnnxModel
+
+    assert [p.name for p in Path(path).parent.iterdir() if p.name.startswith(Path(path).name)] == [Path(path).name]
+    x = sample_inputs(model, 2, seed=3)
+    outputs = OnnxModel(path).predict(x if len(x) > 1 else x[0])
+    assert np.all(np.isfinite(np.asarray(outputs[0] if isinstance(outputs, list) else outputs)))
     return result

@@ -116,4 +116,4 @@ def test_jax_route_max_pooling_is_rewritten_and_runs(layer, tmp_path):
     x = getattr(keras.layers, layer)(3, strides=2, padding="same")(x)
     result = export_onnx(keras.Model(inputs, x), tmp_path / "pool.onnx", route="jax")
     assert result.route == "jax" and result.validation.passed and result.validation.max_abs_diff == 0.0
-    assert result.attempts[-1]["graph_fixes"] == ["rewrote 2 channels-last MaxPool node(s) as channels-first MaxPool"]
+    assert "rewrote 2 channels-last MaxPool node(s) as channels-first MaxPool" in result.attempts[-1]["graph_fixes"]

@@ -8,6 +8,8 @@ each such node as Squeeze -> Transpose to channels-first -> a true 2-D (or 1-D /
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -65,16 +67,29 @@ def fix_channels_last_maxpool(model) -> int:
     return fixed
 
 
-def apply_fixes(path, route: str) -> list[str]:
-    """Apply the fixes that concern `route` to the ONNX file at `path`; returns what was done."""
-    if route != "jax":
-        return []
-    import onnx
+def _uses_external_data(model) -> bool:
+    from onnx.external_data_helper import uses_external_data
 
-    model = onnx.load(str(path))
+    return any(uses_external_data(t) for t in model.graph.initializer)
+
+
+def apply_fixes(path, route: str) -> list[str]:
+    """Apply the fixes that concern `route` to the ONNX file at `path`; returns what was done.
+
+    Every route: weights an exporter wrote to a side file (jax2onnx's `<name>.onnx.data`) are folded back into
+    the one .onnx file, so the validated file is self-contained and can be moved or copied alone.
+    """
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    model = onnx.load(str(path), load_external_data=False)
     done = []
-    count = fix_channels_last_maxpool(model)
+    if _uses_external_data(model):
+        load_external_data_for_model(model, str(Path(path).parent))
+        done.append("folded external weight data into the .onnx file")
+    count = fix_channels_last_maxpool(model) if route == "jax" else 0
     if count:
-        onnx.save(model, str(path))
         done.append(f"rewrote {count} channels-last MaxPool node(s) as channels-first MaxPool")
+    if done:
+        onnx.save(model, str(path))
     return done
