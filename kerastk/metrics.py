@@ -3,10 +3,54 @@ from __future__ import annotations
 
 import numpy as np
 
+PAD_ID = 0  # every kerastk vocabulary reserves token id 0 for padding
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def sequence_metrics(y_true, logits, pad_id: int = PAD_ID) -> dict:
+    """Token accuracy and perplexity over non-padding targets, and the fraction of whole sequences that match.
+
+    `y_true` (N, T) token ids, `logits` (N, T, V) unnormalised scores (teacher-forced predictions)."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[:2] != y_true.shape:
+        raise ValueError(f"sequence targets {y_true.shape} do not match predictions {logits.shape} (N, T, V).")
+    keep = y_true != pad_id
+    predicted = np.argmax(logits, axis=-1)
+    log_p = np.take_along_axis(_log_softmax(logits), y_true[..., None], axis=-1)[..., 0]
+    correct = (predicted == y_true) | ~keep
+    return {"token_accuracy": float(np.mean(predicted[keep] == y_true[keep])),
+            "exact_match": float(np.mean(np.all(correct, axis=1))),
+            "perplexity": float(np.exp(-np.mean(log_p[keep])))}
+
+
+def nearest_neighbour_accuracy(labels, embeddings, gallery_labels=None, gallery=None) -> float:
+    """1-NN accuracy (Euclidean). Without a gallery: leave-one-out within `embeddings` (each row's nearest other
+    row); with one: each row's nearest gallery row."""
+    q = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    labels = np.asarray(labels).reshape(-1)
+    g = q if gallery is None else np.asarray(gallery, dtype=np.float64).reshape(len(gallery), -1)
+    g_labels = labels if gallery_labels is None else np.asarray(gallery_labels).reshape(-1)
+    dist = (q**2).sum(1)[:, None] - 2 * q @ g.T + (g**2).sum(1)[None, :]
+    if gallery is None:
+        np.fill_diagonal(dist, np.inf)
+    return float(np.mean(g_labels[np.argmin(dist, axis=1)] == labels))
+
 
 def task_metrics(task: str, y_true, y_pred, threshold: float = 0.5) -> dict:
     """Accuracy for classification (argmax, or `threshold` on a single unit); MSE/MAE for regression;
-    for multi-label outputs the accuracy of every attribute (`threshold` on each sigmoid) and their mean."""
+    for multi-label outputs the accuracy of every attribute (`threshold` on each sigmoid) and their mean;
+    token accuracy / exact match / perplexity for "sequence" (logits); leave-one-out 1-NN accuracy for
+    "embedding"."""
+    if task == "sequence":
+        m = sequence_metrics(y_true, y_pred)
+        return {"accuracy": m["token_accuracy"], **m}
+    if task == "embedding":
+        return {"accuracy": nearest_neighbour_accuracy(y_true, y_pred), "metric": "leave-one-out 1-NN"}
     y_pred = np.asarray(y_pred, dtype=np.float64)
     y_true = np.asarray(y_true)
     if task == "multilabel":

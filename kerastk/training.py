@@ -175,7 +175,7 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         from kerastk.deploy.export import ExportError
 
         try:
-            export_result = export_onnx(model, run_dir / "model.onnx", inputs=data.x_test[:64])
+            export_result = export_onnx(model, run_dir / "model.onnx", inputs=take_rows(data.x_test, 64))
         except ExportError as exc:
             export_error = exc
         else:
@@ -186,8 +186,9 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
                        preprocessing=data.info["preprocessing"], class_names=data.class_names, task=data.task,
                        metrics_keras=test_metrics, metrics_onnx=onnx_metrics,
                        extra={"dataset": {"name": data.name, "source": data.info["source"],
-                                          "test_samples": int(len(data.x_test))},
-                              "input_shape": list(data.input_shape), "decision_threshold": threshold})
+                                          "test_samples": num_rows(data.x_test)},
+                              "input_shape": list(data.input_shape), "decision_threshold": threshold,
+                              **token_info(data.info)})
 
     result = RunResult(name, run_dir, history, len(fit.history.get("loss", [])), test_metrics, onnx_metrics,
                        export_result, round(time.perf_counter() - start, 2), round(train_seconds, 2))
@@ -216,8 +217,8 @@ def write_report(result: RunResult, model, data, notes="", threads=None, export_
         "",
         "## Setup",
         f"- backend: {v['backend']} {v[v['backend']]} (keras {v['keras']}); threads: {json.dumps(threads or {})}",
-        f"- data: {data.name} from {data.info['source']} - train {len(data.x_train)}, val {len(data.x_val)}, "
-        f"test {len(data.x_test)}",
+        f"- data: {data.name} from {data.info['source']} - train {num_rows(data.x_train)}, "
+        f"val {num_rows(data.x_val)}, test {num_rows(data.x_test)}",
         f"- model: {model.name}, {model.count_params():,} parameters",
         "",
         "## Training",
@@ -289,5 +290,21 @@ def recipe_data(name: str, args, **kwargs):
 def smoke_subset(data, n_train: int = 256, n_eval: int = 128):
     """The first rows of each split: enough to train two epochs and validate an export in seconds."""
     return dataclasses.replace(
-        data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train], x_val=data.x_val[:n_eval],
-        y_val=data.y_val[:n_eval], x_test=data.x_test[:n_eval], y_test=data.y_test[:n_eval])
+        data, x_train=take_rows(data.x_train, n_train), y_train=data.y_train[:n_train],
+        x_val=take_rows(data.x_val, n_eval), y_val=data.y_val[:n_eval], x_test=take_rows(data.x_test, n_eval),
+        y_test=data.y_test[:n_eval])
+
+
+def take_rows(x, n: int):
+    """The first `n` rows of an input array, or of each array of a multi-input list."""
+    return [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
+
+
+def num_rows(x) -> int:
+    """Number of samples in an input array or a multi-input list."""
+    return int(len(x[0]) if isinstance(x, (list, tuple)) else len(x))
+
+
+def token_info(info: dict) -> dict:
+    """The vocabularies and sequence lengths a dataset carries (what a deployed decoder needs in its card)."""
+    return {k: v for k, v in info.items() if k.endswith(("vocab", "_length", "_tokens"))}

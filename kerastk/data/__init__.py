@@ -243,6 +243,18 @@ def _generated(kind, seed, n_samples=None, noise=None):
                    input_shape=(2,), class_names=names, preprocessing={"type": "none"})
 
 
+def _lazy(module: str, function: str):
+    """A loader defined in a submodule, imported on first use."""
+
+    def loader(seed, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(f"kerastk.data.{module}"), function)(seed, **kwargs)
+
+    loader.__name__ = function
+    return loader
+
+
 _LOADERS = {
     "mnist": _load_mnist,
     "housing": _load_housing,
@@ -251,6 +263,11 @@ _LOADERS = {
     "shape_attributes": _load_shape_attributes,
     **{name: functools.partial(_sklearn_table, name) for name in ("digits", "iris", "wine", "breast_cancer")},
     **{name: functools.partial(_generated, name) for name in ("xor", "blobs", "spirals")},
+    "text": _lazy("text", "load_text"),
+    "memory": _lazy("text", "load_memory"),
+    "imdb": _lazy("text", "load_imdb"),
+    "dates": _lazy("dates", "load_dates"),
+    "shape_captions": _lazy("captions", "load_shape_captions"),
 }
 
 
