@@ -11,6 +11,7 @@ on generated colour shapes at IMAGE_SIZE (use --image-size 227 for the paper's r
 import keras
 
 import kerastk
+from kerastk.models import alexnet
 from kerastk.backend import set_seed
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
@@ -31,7 +32,8 @@ def main(argv=None):
     set_seed(args.seed)
 
     # --- data: shapes at AlexNet-friendly resolution, pixels in [0, 1]
-    data = recipe_data("shapes", args, image_size=args.image_size, n_samples=600 if args.smoke else N_IMAGES)
+    image_size = min(args.image_size, alexnet.MIN_INPUT) if args.smoke else args.image_size  # smoke: smallest input
+    data = recipe_data("shapes", args, image_size=image_size, n_samples=600 if args.smoke else N_IMAGES)
 
     # --- model and the paper's optimiser
     model = kerastk.create_model("alexnet", input_shape=data.input_shape, num_classes=data.num_classes)

@@ -29,7 +29,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # --- data: CIFAR-10 when reachable, else 32x32 generated shapes
-    data = recipe_data("cifar10", args)
+    data = recipe_data("cifar10", args, **({"n_samples": 600} if args.smoke else {}))  # offline stand-in size
 
     # --- model and augmentation (training only)
     model = kerastk.create_model(args.model, input_shape=data.input_shape, num_classes=data.num_classes)

@@ -117,3 +117,25 @@ def test_jax_route_max_pooling_is_rewritten_and_runs(layer, tmp_path):
     result = export_onnx(keras.Model(inputs, x), tmp_path / "pool.onnx", route="jax")
     assert result.route == "jax" and result.validation.passed and result.validation.max_abs_diff == 0.0
     assert "rewrote 2 channels-last MaxPool node(s) as channels-first MaxPool" in result.attempts[-1]["graph_fixes"]
+
+
+def test_erfc_nodes_are_rewritten_as_one_minus_erf(tmp_path):
+    """tf2onnx writes exact GELU's erfc as an `Erfc` node (no such ONNX operator); the fix makes it 1 - Erf."""
+    import math
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from kerastk.deploy.onnx_fixes import apply_fixes
+    from kerastk.deploy.validate import make_session
+
+    graph = helper.make_graph([helper.make_node("Erfc", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
+    path = tmp_path / "erfc.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), path)
+    assert apply_fixes(path, "tensorflow") == ["rewrote 1 Erfc node(s) as 1 - Erf"]
+    x = np.array([[-2.0, 0.0, 0.7], [1.5, 3.0, -0.3]], dtype=np.float32)
+    y = make_session(path).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, np.vectorize(math.erfc)(x), atol=1e-6)
+    assert [n.op_type for n in onnx.load(path).graph.node] == ["Erf", "Sub"]

@@ -5,6 +5,9 @@ over a 6-D tensor (two leading Unsqueezes) with ``kernel_shape=[1, kh, kw, 1]``;
 supports 1 to 3 spatial axes only and fails at run time with "Unsupported pooling size". The fix rewrites
 each such node as Squeeze -> Transpose to channels-first -> a true 2-D (or 1-D / 3-D) MaxPool -> Transpose back
 -> Unsqueeze, which computes the same values (pads are ignored positions in both definitions).
+
+TensorFlow route (tf2onnx): exact GELU (ConvNeXt, Transformers) becomes an ``Erfc`` node, which is not an ONNX
+operator; it is rewritten as ``1 - Erf(x)`` (the definition of erfc), which onnxruntime runs.
 """
 from __future__ import annotations
 
@@ -67,6 +70,29 @@ def fix_channels_last_maxpool(model) -> int:
     return fixed
 
 
+def fix_erfc(model) -> int:
+    """Rewrite every ``Erfc(x)`` node as ``Sub(1, Erf(x))`` in place; returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = [n for n in graph.node if n.op_type == "Erfc" and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return 0
+    one = "kerastk_erfc_fix_one"
+    graph.initializer.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), one))
+    new_nodes = []
+    for i, node in enumerate(graph.node):
+        if node not in nodes:
+            new_nodes.append(node)
+            continue
+        erf = f"kerastk_erfc_fix_{i}_erf"
+        new_nodes += [helper.make_node("Erf", [node.input[0]], [erf], name=f"{erf}_node"),
+                      helper.make_node("Sub", [one, erf], [node.output[0]], name=f"kerastk_erfc_fix_{i}_sub")]
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return len(nodes)
+
+
 def _uses_external_data(model) -> bool:
     from onnx.external_data_helper import uses_external_data
 
@@ -90,6 +116,9 @@ def apply_fixes(path, route: str) -> list[str]:
     count = fix_channels_last_maxpool(model) if route == "jax" else 0
     if count:
         done.append(f"rewrote {count} channels-last MaxPool node(s) as channels-first MaxPool")
+    count = fix_erfc(model)
+    if count:
+        done.append(f"rewrote {count} Erfc node(s) as 1 - Erf")
     if done:
         onnx.save(model, str(path))
     return done
