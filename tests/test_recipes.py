@@ -21,6 +21,11 @@ RUN_FOLDERS = {  # recipe -> the run folders it writes
 EXPECTED_RECIPES = {"housing_linear_regression", "xor_mlp", "iris_logistic_regression", "digits_mlp",
                     "mnist_cnn", "mnist_lenet5", "cifar10_resnet", "alexnet_recipe", "transfer_learning",
                     "ensemble_mc_dropout", "multilabel_attributes", "architectures_tour"}
+EXPECTED_RECIPES |= {"vae_mnist", "metric_learning_mnist"}  # issue 4: generation and metric learning
+EXPECTED_RECIPES |= {"captioning_shapes"}  # issue 4: image captioning
+EXPECTED_RECIPES |= {"char_rnn_text", "sequence_classification"}  # issue 4: recurrent networks
+EXPECTED_RECIPES |= {"seq2seq_dates", "transformer_dates"}  # issue 4: attention (greedy decoding from ONNX)
+RUN_FOLDERS["sequence_classification"] = [f"memory_{cell}_len8" for cell in ("simple_rnn", "lstm", "gru")]
 
 
 def test_recipe_list():

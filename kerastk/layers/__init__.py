@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import keras
 
+from kerastk.layers.attention import BahdanauAttention, PaddingMask
 from kerastk.layers.drop_connect import DropConnectDense
 from kerastk.layers.layer_scale import LayerScale
 from kerastk.layers.lrn import LocalResponseNormalization
 from kerastk.layers.maxout import Maxout
+from kerastk.layers.positional import PositionalEncoding
+from kerastk.layers.sampling import Sampling
 from kerastk.layers.squeeze_excite import SqueezeExcite
 from kerastk.layers.stochastic_depth import StochasticDepth
 
@@ -32,10 +35,14 @@ def instance_normalization(name=None, epsilon=1e-3, **kwargs):
 
 
 __all__ = [
+    "BahdanauAttention",
+    "PaddingMask",
+    "PositionalEncoding",
     "DropConnectDense",
     "LayerScale",
     "LocalResponseNormalization",
     "Maxout",
+    "Sampling",
     "SqueezeExcite",
     "StochasticDepth",
     "instance_normalization",
