@@ -3,7 +3,9 @@
 Counted: convolutions (1-D/2-D/3-D, grouped, transposed), depthwise and separable convolutions, dense layers
 (also applied per time step), and any layer that defines ``count_macs(input_shapes, output_shapes) -> int``
 (kerastk's own layers with weights do). Normalisation, activations, pooling and element-wise additions are
-not counted, as in the papers' figures.
+not counted, as in the papers' figures. Recurrent layers (SimpleRNN, LSTM, GRU, also inside Bidirectional)
+count their input and recurrent kernels once per time step. A variable (None) axis is counted as length 1, so
+a variable-length sequence model's figure is per time step.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import math
 
 
 def _shape(t):
-    return tuple(t.shape)
+    return tuple(1 if d is None else d for d in t.shape)
 
 
 def _node_shapes(layer):
@@ -48,6 +50,12 @@ def layer_macs(layer, in_shapes, out_shapes) -> int:
     if isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D):
         # kernel is (*window, in_channels / groups, filters): grouped convolutions are counted by its size
         return math.prod(_spatial(out, fmt)) * math.prod(layer.kernel.shape)
+    if isinstance(layer, L.Bidirectional):
+        return sum(layer_macs(sub, in_shapes, out_shapes) for sub in (layer.forward_layer, layer.backward_layer))
+    if isinstance(layer, L.RNN):
+        cell = layer.cell
+        steps = in_shapes[0][1] if len(in_shapes[0]) >= 3 else 1
+        return steps * (math.prod(cell.kernel.shape) + math.prod(cell.recurrent_kernel.shape))
     if isinstance(layer, L.Dense):
         return math.prod(out[1:-1]) * math.prod(layer.kernel.shape)
     if isinstance(layer, keras.Model):

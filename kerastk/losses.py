@@ -21,8 +21,15 @@ import keras
 from keras import ops
 
 __all__ = [
-    "contrastive_loss", "ContrastiveLoss", "triplet_loss", "TripletLoss", "kl_divergence", "reconstruction_loss",
-    "ReconstructionLoss", "pairwise_distances", "MINING",
+    "MINING",
+    "ContrastiveLoss",
+    "ReconstructionLoss",
+    "TripletLoss",
+    "contrastive_loss",
+    "kl_divergence",
+    "pairwise_distances",
+    "reconstruction_loss",
+    "triplet_loss",
 ]
 
 MINING = ("all", "hard")

@@ -5,8 +5,16 @@ import keras
 import numpy as np
 import pytest
 
-from kerastk.losses import (ContrastiveLoss, ReconstructionLoss, TripletLoss, contrastive_loss, kl_divergence,
-                            pairwise_distances, reconstruction_loss, triplet_loss)
+from kerastk.losses import (
+    ContrastiveLoss,
+    ReconstructionLoss,
+    TripletLoss,
+    contrastive_loss,
+    kl_divergence,
+    pairwise_distances,
+    reconstruction_loss,
+    triplet_loss,
+)
 
 
 def _np(x):

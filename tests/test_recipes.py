@@ -51,7 +51,7 @@ def test_recipe_smoke(recipe, tmp_path, backend):
             if key in onnx_m:
                 assert onnx_m[key] == pytest.approx(keras_m[key], abs=1e-4)
         assert onnx_m["max_abs_diff_test_split"] <= 1e-4
-        assert len(card["versions"]) >= 5 and card["preprocessing"]["type"] in ("scale", "standardize", "none")
+        assert len(card["versions"]) >= 5 and card["preprocessing"]["type"] in ("scale", "standardize", "none", "tokens")
 
 
 def test_kerastk_train_runs_a_recipe(tmp_path):

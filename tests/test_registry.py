@@ -9,7 +9,7 @@ def test_list_models_has_first_families_and_filters():
     names = kerastk.list_models()
     assert FIRST_FAMILIES <= set(names)
     assert names == sorted(names)
-    assert kerastk.list_models("l*") == ["lenet5", "linear_regression", "logistic_regression"]
+    assert kerastk.list_models("l*") == ["lenet5", "linear_regression", "logistic_regression", "lstm_classifier"]
     assert kerastk.list_models("nothing*") == []
 
 

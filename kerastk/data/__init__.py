@@ -81,8 +81,10 @@ def _split(x, y, seed, val_fraction=0.15, test_fraction=0.15, stratify=True):
 
 def apply_preprocessing(x, preprocessing: dict) -> np.ndarray:
     """Apply a dataset's recorded preprocessing to raw inputs (numpy only; the card stores the same dict)."""
-    x = np.asarray(x, dtype=np.float32)
     kind = preprocessing.get("type", "none")
+    if kind == "tokens":  # token ids go in as they are (the card's vocabulary maps text to ids)
+        return np.asarray(x, dtype=np.int32)
+    x = np.asarray(x, dtype=np.float32)
     if kind == "none":
         return x
     if kind == "scale":
@@ -91,7 +93,7 @@ def apply_preprocessing(x, preprocessing: dict) -> np.ndarray:
         mean = np.asarray(preprocessing["mean"], dtype=np.float32)
         std = np.asarray(preprocessing["std"], dtype=np.float32)
         return ((x - mean) / std).astype(np.float32)
-    raise ValueError(f"Unknown preprocessing type {kind!r}; expected one of 'none', 'scale', 'standardize'.")
+    raise ValueError(f"Unknown preprocessing type {kind!r}; expected one of 'none', 'scale', 'standardize', 'tokens'.")
 
 
 def _standardize(x_train, *others):

@@ -39,14 +39,30 @@ def _input_specs(model):
     return [(tuple(t.shape), str(t.dtype)) for t in model.inputs]
 
 
+def _token_range(model) -> int:
+    """Ids below the smallest Embedding vocabulary in the model (every id is then valid), at least 2."""
+    import keras
+
+    sizes = [layer.input_dim for layer in _all_layers(model) if isinstance(layer, keras.layers.Embedding)]
+    return max(2, min(sizes)) if sizes else 2
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
 def sample_inputs(model, batch_size: int, seed: int = 0) -> list[np.ndarray]:
-    """Random inputs that fit a model's input specs (normal floats; small non-negative ints)."""
+    """Random inputs that fit a model's input specs (normal floats; integer token ids any Embedding accepts)."""
     rng = np.random.default_rng(seed)
     arrays = []
+    high = _token_range(model) if any("int" in dtype for _, dtype in _input_specs(model)) else 2
     for shape, dtype in _input_specs(model):
         full = (batch_size, *[d if d is not None else 8 for d in shape[1:]])
         if "int" in dtype:
-            arrays.append(rng.integers(0, 2, size=full).astype(dtype))
+            arrays.append(rng.integers(0, high, size=full).astype(dtype))
         else:
             arrays.append(rng.standard_normal(full).astype(dtype))
     return arrays

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_activation, check_input_shape, check_int, check_rate
+from kerastk.models._common import (
+    check_activation,
+    check_input_shape,
+    check_int,
+    check_rate,
+)
 from kerastk.models.registry import register_model
 
 

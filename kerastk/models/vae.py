@@ -16,7 +16,12 @@ import keras
 
 from kerastk.layers import Sampling
 from kerastk.layers._checks import check_float, check_seed
-from kerastk.models._common import check_activation, check_choice, check_input_shape, check_int
+from kerastk.models._common import (
+    check_activation,
+    check_choice,
+    check_input_shape,
+    check_int,
+)
 from kerastk.models.registry import register_model
 
 UPSAMPLING = ("transpose", "nearest")
