@@ -20,8 +20,11 @@ EXPECTED = {
 }
 
 
+SEQUENCE_DATA = ["dates", "imdb", "memory", "shape_captions", "text"]  # tested in test_recurrent/attention/captioning
+
+
 def test_available_names():
-    assert kdata.available() == sorted(EXPECTED)
+    assert kdata.available() == sorted([*EXPECTED, *SEQUENCE_DATA])
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
