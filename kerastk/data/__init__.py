@@ -55,8 +55,8 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (
-            f"Dataset({self.name!r}, source={self.info['source']!r}, train={len(self.x_train)}, "
-            f"val={len(self.x_val)}, test={len(self.x_test)}, input_shape={self.input_shape})"
+            f"Dataset({self.name!r}, source={self.info['source']!r}, train={len(self.y_train)}, "
+            f"val={len(self.y_val)}, test={len(self.y_test)}, input_shape={self.input_shape})"
         )
 
 
