@@ -17,7 +17,7 @@ import numpy as np
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.deploy.generate import decode_tokens, generate, keras_predictor, onnx_predictor
+from kerastk.deploy.generate import greedy_exact_match, keras_predictor, onnx_predictor
 from kerastk.models.seq2seq import attention_model
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
@@ -28,17 +28,6 @@ N_SAMPLES = 16_000  # pairs over train/val/test (70/15/15); the test dates are d
 EMBED_DIM = 32  # character embeddings
 UNITS = 64  # GRU width (each encoder direction and the decoder) and attention hidden size
 HEATMAPS = 4  # test examples drawn in attention.png
-
-
-def greedy_exact_match(predict, data, vocab):
-    """Greedy-decode every test source with `predict`; returns (tokens, exact-match fraction, texts)."""
-    source = data.x_test[0]
-    steps = data.y_test.shape[1]
-    start = np.ones((len(source), 1), dtype=np.int32)
-    tokens = generate(predict, start, steps, context=[source], window=steps, end_id=2)
-    predicted = decode_tokens(tokens[:, 1:], vocab)
-    truth = decode_tokens(data.y_test, vocab)
-    return tokens, float(np.mean([p == t for p, t in zip(predicted, truth)])), predicted
 
 
 def plot_attention(model, data, tokens, path, n=HEATMAPS):
@@ -92,8 +81,10 @@ def main(argv=None):
                        "here are teacher-forced; greedy-decoding exact match is below.")
 
     # --- greedy decoding on the held-out dates, in Keras and from the ONNX file
-    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), data, target_vocab)
-    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(result.run_dir / "model.onnx"), data,
+    source = [data.x_test[0]]
+    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), source, data.y_test,
+                                                              target_vocab)
+    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(result.run_dir / "model.onnx"), source, data.y_test,
                                                     target_vocab)
     same = float(np.mean(np.all(keras_tokens == onnx_tokens, axis=1)))
     plot_attention(model, data, keras_tokens, result.run_dir / "attention.png")

@@ -16,7 +16,7 @@ import numpy as np
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.deploy.generate import decode_tokens, generate, keras_predictor, onnx_predictor
+from kerastk.deploy.generate import greedy_exact_match, keras_predictor, onnx_predictor
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 8  # about 99% exact match by then; early stopping on val_loss may end the run sooner
@@ -29,17 +29,6 @@ NUM_HEADS = 4  # 8 features per head
 FF_DIM = 64  # feed-forward hidden width
 DROPOUT = 0.0  # generated data without noise: dropout (the paper's 0.1) only slows learning here
 NORM_FIRST = True  # pre-norm blocks train without a warm-up schedule
-
-
-def greedy_exact_match(predict, data, vocab):
-    """Greedy-decode every test source with `predict`; returns (tokens, exact-match fraction, texts)."""
-    source = data.x_test[0]
-    steps = data.y_test.shape[1]
-    start = np.ones((len(source), 1), dtype=np.int32)
-    tokens = generate(predict, start, steps, context=[source], window=steps, end_id=2)
-    predicted = decode_tokens(tokens[:, 1:], vocab)
-    truth = decode_tokens(data.y_test, vocab)
-    return tokens, float(np.mean([p == t for p, t in zip(predicted, truth)])), predicted
 
 
 def main(argv=None):
@@ -66,8 +55,10 @@ def main(argv=None):
                        "metrics here are teacher-forced; greedy-decoding exact match is below.")
 
     # --- greedy decoding on the held-out dates, in Keras and from the ONNX file
-    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), data, target_vocab)
-    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(result.run_dir / "model.onnx"), data,
+    source = [data.x_test[0]]
+    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), source, data.y_test,
+                                                              target_vocab)
+    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(result.run_dir / "model.onnx"), source, data.y_test,
                                                     target_vocab)
     same = float(np.mean(np.all(keras_tokens == onnx_tokens, axis=1)))
     greedy = {"keras_exact_match": keras_exact, "onnx_exact_match": onnx_exact, "keras_onnx_same_tokens": same,

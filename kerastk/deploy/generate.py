@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["generate", "keras_predictor", "onnx_predictor", "encode_text", "decode_tokens"]
+__all__ = ["decode_tokens", "encode_text", "generate", "greedy_exact_match", "keras_predictor", "onnx_predictor"]
 
 
 def keras_predictor(model):
@@ -152,3 +152,15 @@ def decode_tokens(tokens, vocab, end_id: int | None = 2, skip=(0, 1), sep: str =
                 units.append(vocab[int(tok)])
         texts.append(sep.join(units))
     return texts
+
+
+def greedy_exact_match(predict, context, targets, vocab, *, sep: str = "", start_id: int = 1, end_id: int = 2):
+    """Greedy-decode one sequence per row of `context` (start token first, as long as `targets`) and score it.
+
+    Returns (tokens (N, 1 + T), fraction of rows whose decoded text equals the target's, decoded texts)."""
+    targets = np.asarray(targets)
+    start = np.full((len(targets), 1), start_id, dtype=np.int32)
+    tokens = generate(predict, start, targets.shape[1], context=context, window=targets.shape[1], end_id=end_id)
+    predicted = decode_tokens(tokens[:, 1:], vocab, end_id=end_id, sep=sep)
+    truth = decode_tokens(targets, vocab, end_id=end_id, sep=sep)
+    return tokens, float(np.mean([p == t for p, t in zip(predicted, truth)])), predicted
