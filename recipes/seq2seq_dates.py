@@ -94,7 +94,8 @@ def main(argv=None):
               "examples": [{"source": s, "predicted": p} for s, p in zip(sources[:8], predicted[:8])]}
     (result.run_dir / "greedy_decoding.json").write_text(json.dumps(greedy, indent=2) + "\n")
     with open(result.run_dir / "report.md", "a") as f:
-        f.write(f"\n## Greedy decoding (held-out dates)\n- exact match: Keras {keras_exact:.4f}, ONNX {onnx_exact:.4f}; "
+        f.write("\n## Greedy decoding (held-out dates)\n"
+                f"- exact match: Keras {keras_exact:.4f}, ONNX {onnx_exact:.4f}; "
                 f"identical tokens in {100 * same:.2f}% of rows\n\n![attention](attention.png)\n")
     result.greedy = greedy
     print(f"seq2seq_dates: greedy exact match {keras_exact:.4f} (ONNX {onnx_exact:.4f}, same tokens "

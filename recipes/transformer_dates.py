@@ -67,15 +67,16 @@ def main(argv=None):
     (result.run_dir / "greedy_decoding.json").write_text(json.dumps(greedy, indent=2) + "\n")
 
     # --- comparison with the recurrent model, when seq2seq_dates ran into the same folder
-    lines = [f"transformer: {model.count_params():,} params, greedy exact match {keras_exact:.4f}, "
-             f"training {result.train_seconds:.0f} s"]
+    lines = [(f"transformer: {model.count_params():,} params, greedy exact match {keras_exact:.4f}, "
+              f"training {result.train_seconds:.0f} s")]
     other = result.run_dir.parent / "seq2seq_dates" / "greedy_decoding.json"
     if other.is_file():
         s2s = json.loads(other.read_text())
         lines.append(f"seq2seq_attention: {s2s['parameters']:,} params, greedy exact match "
                      f"{s2s['keras_exact_match']:.4f} (from {other})")
     with open(result.run_dir / "report.md", "a") as f:
-        f.write(f"\n## Greedy decoding (held-out dates)\n- exact match: Keras {keras_exact:.4f}, ONNX {onnx_exact:.4f}; "
+        f.write("\n## Greedy decoding (held-out dates)\n"
+                f"- exact match: Keras {keras_exact:.4f}, ONNX {onnx_exact:.4f}; "
                 f"identical tokens in {100 * same:.2f}% of rows\n" + "".join(f"- {ln}\n" for ln in lines))
     result.greedy = greedy
     print(f"transformer_dates: greedy exact match {keras_exact:.4f} (ONNX {onnx_exact:.4f}, same tokens "

@@ -258,7 +258,7 @@ def test_decoder_is_causal(key):
     out = _np(model([sources, targets])).reshape(len(positions) + 2, 3, 7, 12)
     base = out[0]
     for i, k in enumerate(positions):
-        np.testing.assert_allclose(out[i + 1][:, :k], base[:, :k], rtol=0, atol=1e-6)  # earlier steps unchanged
+        np.testing.assert_allclose(out[i + 1][:, :k], base[:, :k], rtol=0, atol=1e-5)  # earlier steps: unchanged
         assert np.max(np.abs(out[i + 1][:, k:] - base[:, k:])) > 1e-4  # position k and later steps change
     assert np.max(np.abs(out[-1][:, 0] - base[:, 0])) > 1e-4  # step 0 already sees the source
 
