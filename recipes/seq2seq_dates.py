@@ -17,7 +17,7 @@ import numpy as np
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.deploy.generate import greedy_exact_match, keras_predictor, onnx_predictor
+from kerastk.deploy.generate import keras_onnx_greedy
 from kerastk.models.seq2seq import attention_model
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
@@ -81,12 +81,10 @@ def main(argv=None):
                        "here are teacher-forced; greedy-decoding exact match is below.")
 
     # --- greedy decoding on the held-out dates, in Keras and from the ONNX file
-    source = [data.x_test[0]]
-    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), source, data.y_test,
-                                                              target_vocab)
-    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(result.run_dir / "model.onnx"), source, data.y_test,
-                                                    target_vocab)
-    same = float(np.mean(np.all(keras_tokens == onnx_tokens, axis=1)))
+    decoded = keras_onnx_greedy(model, result.run_dir / "model.onnx", [data.x_test[0]], data.y_test, target_vocab)
+    keras_tokens, predicted = decoded["keras_tokens"], decoded["predicted"]
+    keras_exact, onnx_exact = decoded["keras_exact_match"], decoded["onnx_exact_match"]
+    same = decoded["keras_onnx_same_tokens"]
     plot_attention(model, data, keras_tokens, result.run_dir / "attention.png")
     sources = data.info["test_source_text"][:len(predicted)]
     greedy = {"keras_exact_match": keras_exact, "onnx_exact_match": onnx_exact, "keras_onnx_same_tokens": same,

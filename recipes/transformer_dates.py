@@ -12,11 +12,10 @@ seq2seq_dates run when one exists in the same --out folder (parameters and exact
 import json
 
 import keras
-import numpy as np
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.deploy.generate import greedy_exact_match, keras_predictor, onnx_predictor
+from kerastk.deploy.generate import keras_onnx_greedy
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 8  # about 99% exact match by then; early stopping on val_loss may end the run sooner
@@ -55,12 +54,10 @@ def main(argv=None):
                        "metrics here are teacher-forced; greedy-decoding exact match is below.")
 
     # --- greedy decoding on the held-out dates, in Keras and from the ONNX file
-    source = [data.x_test[0]]
-    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), source, data.y_test,
-                                                              target_vocab)
-    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(result.run_dir / "model.onnx"), source, data.y_test,
-                                                    target_vocab)
-    same = float(np.mean(np.all(keras_tokens == onnx_tokens, axis=1)))
+    decoded = keras_onnx_greedy(model, result.run_dir / "model.onnx", [data.x_test[0]], data.y_test, target_vocab)
+    predicted = decoded["predicted"]
+    keras_exact, onnx_exact = decoded["keras_exact_match"], decoded["onnx_exact_match"]
+    same = decoded["keras_onnx_same_tokens"]
     greedy = {"keras_exact_match": keras_exact, "onnx_exact_match": onnx_exact, "keras_onnx_same_tokens": same,
               "test_samples": len(predicted), "parameters": model.count_params(),
               "train_seconds": result.train_seconds}

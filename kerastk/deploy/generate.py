@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["decode_tokens", "encode_text", "generate", "greedy_exact_match", "keras_predictor", "onnx_predictor"]
+__all__ = ["decode_tokens", "encode_text", "generate", "greedy_exact_match", "keras_onnx_greedy", "keras_predictor", "onnx_predictor"]
 
 
 def keras_predictor(model):
@@ -164,3 +164,16 @@ def greedy_exact_match(predict, context, targets, vocab, *, sep: str = "", start
     predicted = decode_tokens(tokens[:, 1:], vocab, end_id=end_id, sep=sep)
     truth = decode_tokens(targets, vocab, end_id=end_id, sep=sep)
     return tokens, float(np.mean([p == t for p, t in zip(predicted, truth)])), predicted
+
+
+def keras_onnx_greedy(model, onnx_path, context, targets, vocab, *, sep: str = "") -> dict:
+    """:func:`greedy_exact_match` from a Keras model and from its ONNX export, side by side.
+
+    Returns keras_exact_match, onnx_exact_match, keras_onnx_same_tokens (fraction of rows with identical tokens),
+    keras_tokens and predicted (the Keras model's decoded texts)."""
+    keras_tokens, keras_exact, predicted = greedy_exact_match(keras_predictor(model), context, targets, vocab,
+                                                              sep=sep)
+    onnx_tokens, onnx_exact, _ = greedy_exact_match(onnx_predictor(onnx_path), context, targets, vocab, sep=sep)
+    return {"keras_exact_match": keras_exact, "onnx_exact_match": onnx_exact,
+            "keras_onnx_same_tokens": float(np.mean(np.all(keras_tokens == onnx_tokens, axis=1))),
+            "keras_tokens": keras_tokens, "predicted": predicted}
