@@ -21,7 +21,7 @@ _LAZY = {
     "register_model": "kerastk.models.registry",
     "count_flops": "kerastk.flops",
 }
-_SUBMODULES = {"data", "models", "deploy", "training", "backend", "layers", "losses", "metrics", "cli"}
+_SUBMODULES = {"data", "models", "deploy", "training", "backend", "layers", "losses", "metrics", "cli", "viz"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES])
 

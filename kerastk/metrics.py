@@ -41,11 +41,39 @@ def nearest_neighbour_accuracy(labels, embeddings, gallery_labels=None, gallery=
     return float(np.mean(g_labels[np.argmin(dist, axis=1)] == labels))
 
 
+def segmentation_metrics(y_true, y_pred, num_classes: int | None = None) -> dict:
+    """Pixel accuracy, per-class IoU and Dice, and their means, for integer masks `y_true` (n, *spatial) and
+    class scores `y_pred` (n, *spatial, C) or predicted masks (n, *spatial). Works for 2-D and 3-D masks.
+
+    Classes absent from both the truth and the prediction get NaN and are left out of the means (the usual
+    convention: an empty class is neither right nor wrong). Means include the background class 0."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    y_pred = np.asarray(y_pred)
+    labels = np.argmax(y_pred, axis=-1) if y_pred.ndim == y_true.ndim + 1 else y_pred.astype(np.int64)
+    if labels.shape != y_true.shape:
+        raise ValueError(f"segmentation_metrics: predicted masks {labels.shape} do not match true masks {y_true.shape}.")
+    if num_classes is None:
+        num_classes = y_pred.shape[-1] if y_pred.ndim == y_true.ndim + 1 else int(max(labels.max(), y_true.max())) + 1
+    confusion = np.bincount(y_true.ravel() * num_classes + labels.ravel(),
+                            minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    tp = np.diag(confusion).astype(np.float64)
+    fp, fn = confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    return {"pixel_accuracy": float(tp.sum() / confusion.sum()), "mean_iou": float(np.nanmean(iou)),
+            "mean_dice": float(np.nanmean(dice)), "iou": [round(float(v), 4) for v in iou],
+            "dice": [round(float(v), 4) for v in dice]}
+
+
 def task_metrics(task: str, y_true, y_pred, threshold: float = 0.5) -> dict:
     """Accuracy for classification (argmax, or `threshold` on a single unit); MSE/MAE for regression;
     for multi-label outputs the accuracy of every attribute (`threshold` on each sigmoid) and their mean;
     token accuracy / exact match / perplexity for "sequence" (logits); leave-one-out 1-NN accuracy for
-    "embedding"."""
+    "embedding"; pixel accuracy, per-class IoU / Dice and their means for "segmentation"."""
+    if task == "segmentation":
+        m = segmentation_metrics(y_true, y_pred)
+        return {"accuracy": m["pixel_accuracy"], **m}
     if task == "sequence":
         m = sequence_metrics(y_true, y_pred)
         return {"accuracy": m["token_accuracy"], **m}

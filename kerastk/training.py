@@ -117,7 +117,7 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         epochs: int = 20, batch_size: int = 32, out=DEFAULT_OUT, monitor: str = "val_loss", patience: int = 5,
         lr_patience: int = 2, lr_factor: float = 0.5, min_lr: float = 1e-6, tensorboard: bool = False,
         export: bool = True, threshold: float = 0.5, seed: int = 0, verbose: int = 2, callbacks=None,
-        augmentation=None, notes: str = "") -> RunResult:
+        augmentation=None, evaluate_fn=None, notes: str = "") -> RunResult:
     """Train `model` on `data` (a kerastk.data.Dataset) and leave a complete run folder.
 
     Args:
@@ -131,6 +131,9 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         callbacks: extra Keras callbacks appended after the runner's own.
         augmentation: Keras preprocessing layers (e.g. kerastk.data.augment.augmentation()) applied in front of
             the model during training only; the saved and exported model is `model` alone, without them.
+        evaluate_fn: ``evaluate_fn(predictions) -> dict`` of test metrics, called on the Keras model's and the
+            ONNX file's test-split outputs instead of the task's default metrics (e.g. mAP for a detector
+            whose training targets are encoded grids, not the boxes it is scored on).
         notes: a paragraph for report.md (what the recipe shows).
     """
     import keras
@@ -162,10 +165,15 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
     train_seconds = time.perf_counter() - t0
     history = read_history(run_dir / "history.csv")
 
+    def score(predictions):
+        if evaluate_fn is not None:
+            return dict(evaluate_fn(predictions))
+        return task_metrics(data.task, data.y_test, predictions, threshold)
+
     evaluated = train_model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
     keras_pred = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
     test_metrics = {**{k: float(v) for k, v in evaluated.items()},
-                    **task_metrics(data.task, data.y_test, keras_pred, threshold)}
+                    **score(keras_pred)}
     model.save(run_dir / "model.keras")
     plot_history(history, run_dir / "curves.png", title=f"{name} ({active_backend()})")
 
@@ -180,7 +188,7 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
             export_error = exc
         else:
             onnx_pred = OnnxModel(run_dir / "model.onnx", card={}).predict(data.x_test)
-            onnx_metrics = task_metrics(data.task, data.y_test, onnx_pred, threshold)
+            onnx_metrics = score(onnx_pred)
             onnx_metrics["max_abs_diff_test_split"] = float(np.max(np.abs(onnx_pred - keras_pred)))
             write_card(run_dir / "model.onnx", name=name, export_result=export_result,
                        preprocessing=data.info["preprocessing"], class_names=data.class_names, task=data.task,

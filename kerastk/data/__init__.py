@@ -110,7 +110,7 @@ def _finish(name, splits, *, task, source, input_shape, class_names=None, prepro
         preprocessing, (x_train, x_val, x_test) = _standardize(x_train, x_val, x_test)
     else:
         x_train, x_val, x_test = (apply_preprocessing(a, preprocessing) for a in (x_train, x_val, x_test))
-    ydtype = {"regression": np.float32, "multilabel": np.float32}.get(task, np.int64)
+    ydtype = {"regression": np.float32, "multilabel": np.float32, "detection": np.float32}.get(task, np.int64)
     info = {
         "task": task,
         "source": source,
@@ -270,6 +270,9 @@ _LOADERS = {
     "imdb": _lazy("text", "load_imdb"),
     "dates": _lazy("dates", "load_dates"),
     "shape_captions": _lazy("captions", "load_shape_captions"),
+    "segmentation": _lazy("scenes", "load_segmentation"),
+    "detection": _lazy("scenes", "load_detection"),
+    "volumes": _lazy("volumes", "load_volumes"),
 }
 
 

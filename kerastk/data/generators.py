@@ -77,9 +77,12 @@ def _random_colour(rng, avoid=None):
             return colour
 
 
-def shapes(n_samples: int = 3000, image_size: int = 32, noise: float = 0.05, seed: int = 0, classes=SHAPES):
+def shapes(n_samples: int = 3000, image_size: int = 32, noise: float = 0.05, seed: int = 0, classes=SHAPES,
+           return_boxes: bool = False):
     """Colour images (0..255) of one shape each, labelled by shape: random colour, size, position, rotation,
-    a random background tint and pixel noise. Returns (x, y, class_names); x is float32 (n, H, W, 3)."""
+    a random background tint and pixel noise. Returns (x, y, class_names); x is float32 (n, H, W, 3).
+    With ``return_boxes=True`` also the shape's tight box per image, float32 (n, 4) as pixel x1, y1, x2, y2
+    (x2, y2 exclusive) - the same images as without it."""
     rng = np.random.default_rng(seed)
     classes = tuple(classes)
     for c in classes:
@@ -89,15 +92,20 @@ def shapes(n_samples: int = 3000, image_size: int = 32, noise: float = 0.05, see
         raise ValueError(f"image_size must be >= 16; received image_size={image_size}.")
     x = np.empty((n_samples, image_size, image_size, 3), dtype=np.float32)
     y = rng.integers(0, len(classes), size=n_samples)
+    boxes = np.zeros((n_samples, 4), dtype=np.float32)
     for i in range(n_samples):
         background = rng.uniform(0.0, 0.45, size=3)
         radius = rng.uniform(0.2, 0.42) * image_size
         cy, cx = rng.uniform(radius * 0.8, image_size - radius * 0.8, size=2)
         mask = shape_mask(classes[y[i]], image_size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        rows, cols = np.nonzero(mask)
+        boxes[i] = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
         img = np.broadcast_to(background, (image_size, image_size, 3)).copy()
         img[mask] = _random_colour(rng, avoid=background)
         img += rng.normal(0.0, noise, size=img.shape)
         x[i] = np.clip(img, 0.0, 1.0) * 255.0
+    if return_boxes:
+        return x, y.astype(np.int64), list(classes), boxes
     return x, y.astype(np.int64), list(classes)
 
 

@@ -1,7 +1,7 @@
 """Model families. Importing this package registers every builder with the registry."""
 from kerastk.models import (  # noqa: F401  (importing a family registers its builders)
-    alexnet, captioner, convnext, densenet, embedding, googlenet, lenet, linear, mlp, mobilenet, recurrent, resnet,
-    resnet_cifar, seq2seq, transformer, vae, vgg, xception)
+    alexnet, captioner, convnext, densenet, detection, embedding, googlenet, lenet, linear, mlp, mobilenet, recurrent,
+    resnet, resnet_cifar, segmentation, seq2seq, transformer, unet, vae, vgg, volumetric, xception)
 from kerastk.models.registry import create_model, list_models, model_info, register_model
 
 __all__ = ["create_model", "list_models", "model_info", "register_model"]
