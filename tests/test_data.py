@@ -21,10 +21,11 @@ EXPECTED = {
 
 
 SEQUENCE_DATA = ["dates", "imdb", "memory", "shape_captions", "text"]  # tested in test_recurrent/attention/captioning
+SCENE_DATA = ["detection", "segmentation", "volumes"]  # tested in test_scenes / test_volumes
 
 
 def test_available_names():
-    assert kdata.available() == sorted([*EXPECTED, *SEQUENCE_DATA])
+    assert kdata.available() == sorted([*EXPECTED, *SEQUENCE_DATA, *SCENE_DATA])
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
