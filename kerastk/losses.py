@@ -239,3 +239,209 @@ class ReconstructionLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind}
+
+
+# === Detection: the YOLO loss (box regression + objectness + class) ===
+
+
+def _check_weight(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"`{name}` must be a number >= 0; received {name}={value!r}.")
+    return float(value)
+
+
+def yolo_loss(y_true, y_pred, box_weight=5.0, object_weight=1.0, noobject_weight=0.5, class_weight=1.0):
+    """YOLO loss per image for raw grid predictions (Redmon et al. 2016; YOLOv2's box parametrisation).
+
+    Both tensors are (B, S_h, S_w, A, 5 + C) in the layout of ``kerastk.deploy.detection``: y_pred the raw
+    head output [tx, ty, tw, th, objectness logit, class logits]; y_true from
+    ``kerastk.deploy.detection.encode_targets`` [offset x, offset y in [0, 1), log(w / anchor_w),
+    log(h / anchor_h), 1 for an assigned anchor else 0, one-hot class]. With m = 1 on assigned anchors:
+
+        box    = sum m * [(sigmoid(tx) - offset_x)^2 + (sigmoid(ty) - offset_y)^2
+                          + (tw - log(w / anchor_w))^2 + (th - log(h / anchor_h))^2]
+        object = sum m * BCE(1, sigmoid(to));   no-object = sum (1 - m) * BCE(0, sigmoid(to))
+        class  = sum m * CE(one-hot, softmax(class logits))
+        loss   = box_weight * box + object_weight * object + noobject_weight * no-object + class_weight * class
+
+    Sums run over the image's cells and anchors (YOLO's sum-squared form), so the loss grows with the number of
+    objects; the Loss class averages images. Squared error on the sigmoid offsets and the log sizes is
+    YOLOv2's regression; the no-object weight below 1 (YOLO: 0.5) keeps the many empty cells from pushing every
+    objectness to zero.
+
+    Returns:
+        (B,) loss per image.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
+    mask = y_true[..., 4]
+    xy = ops.sum(ops.square(ops.sigmoid(y_pred[..., 0:2]) - y_true[..., 0:2]), axis=-1)
+    wh = ops.sum(ops.square(y_pred[..., 2:4] - y_true[..., 2:4]), axis=-1)
+    bce = ops.binary_crossentropy(mask, y_pred[..., 4], from_logits=True)
+    ce = ops.categorical_crossentropy(y_true[..., 5:], y_pred[..., 5:], from_logits=True)
+    per_anchor = (box_weight * mask * (xy + wh) + object_weight * mask * bce
+                  + noobject_weight * (1.0 - mask) * bce + class_weight * mask * ce)
+    return ops.sum(ops.reshape(per_anchor, (ops.shape(y_pred)[0], -1)), axis=1)
+
+
+@keras.saving.register_keras_serializable(package="kerastk")
+class YoloLoss(keras.losses.Loss):
+    """:func:`yolo_loss` as a Keras Loss: ``y_true`` encoded targets and ``y_pred`` raw grid predictions, both
+    (B, S_h, S_w, A, 5 + C); the batch mean of the per-image loss.
+
+    Args:
+        box_weight: weight of the box regression (YOLO's lambda_coord = 5).
+        object_weight: weight of the objectness BCE on assigned anchors.
+        noobject_weight: weight of the objectness BCE on every other anchor (YOLO's lambda_noobj = 0.5).
+        class_weight: weight of the class cross-entropy on assigned anchors.
+    """
+
+    def __init__(self, box_weight=5.0, object_weight=1.0, noobject_weight=0.5, class_weight=1.0,
+                 reduction="sum_over_batch_size", name="yolo_loss", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.box_weight = _check_weight("box_weight", box_weight)
+        self.object_weight = _check_weight("object_weight", object_weight)
+        self.noobject_weight = _check_weight("noobject_weight", noobject_weight)
+        self.class_weight = _check_weight("class_weight", class_weight)
+
+    def call(self, y_true, y_pred):
+        return yolo_loss(y_true, y_pred, self.box_weight, self.object_weight, self.noobject_weight,
+                         self.class_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "box_weight": self.box_weight, "object_weight": self.object_weight,
+                "noobject_weight": self.noobject_weight, "class_weight": self.class_weight}
+
+
+__all__ += ["YoloLoss", "yolo_loss"]
+
+
+# === Segmentation: soft Dice (Milletari et al. 2016), alone or with cross-entropy ===
+
+
+def _check_nonnegative(name, value, positive=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        raise ValueError(f"`{name}` must be a number {'>' if positive else '>='} 0; received {name}={value!r}.")
+    return float(value)
+
+
+def _one_hot_masks(y_true, y_pred):
+    """y_true as one-hot (B, ..., C) in y_pred's dtype, from integer masks (B, ...) or (B, ..., 1), or one-hot."""
+    num_classes = y_pred.shape[-1]
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == len(y_pred.shape):
+        if y_true.shape[-1] == num_classes and num_classes != 1:
+            return ops.cast(y_true, y_pred.dtype)
+        if y_true.shape[-1] != 1:
+            raise ValueError(f"Masks must be integer class ids (B, ...) or one-hot (B, ..., {num_classes}); "
+                             f"received y_true {tuple(y_true.shape)} for y_pred {tuple(y_pred.shape)}.")
+        y_true = ops.squeeze(y_true, axis=-1)
+    elif len(y_true.shape) != len(y_pred.shape) - 1:
+        raise ValueError(f"Masks (B, ...) need class scores (B, ..., C) with one more axis; received y_true "
+                         f"{tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)}.")
+    return ops.one_hot(ops.cast(y_true, "int32"), num_classes, dtype=y_pred.dtype)
+
+
+def soft_dice_loss(y_true, y_pred, smooth=1.0, ignore_background=False):
+    """Soft Dice loss per image: 1 - the mean over classes of a differentiable Dice coefficient.
+
+    For each image and class c, with p the predicted probabilities and g the one-hot truth over the pixels:
+
+        dice_c = (2 * sum(p * g) + smooth) / (sum(p) + sum(g) + smooth)
+
+    Dice measures overlap relative to the class's size, so a small class counts as much as the background:
+    the loss does not favour the majority class the way per-pixel cross-entropy can.
+
+    Args:
+        y_true: integer masks (B, *spatial) (or (B, *spatial, 1)), or one-hot (B, *spatial, C).
+        y_pred: (B, *spatial, C) softmax probabilities (2-D or 3-D masks alike).
+        smooth: added to numerator and denominator (> 0): a class absent from both the mask and the prediction
+            scores 1 instead of 0/0, and the gradient stays finite.
+        ignore_background: leave class 0 out of the mean (the usual choice when background dominates).
+
+    Returns:
+        (B,) loss per image in [0, 1): 0 for a perfect one-hot prediction.
+    """
+    smooth = _check_nonnegative("smooth", smooth, positive=True)
+    y_pred = ops.convert_to_tensor(y_pred)
+    if ignore_background and y_pred.shape[-1] < 2:
+        raise ValueError("`ignore_background=True` needs at least 2 classes (class 0 is the background); "
+                         f"received y_pred {tuple(y_pred.shape)}.")
+    y_true = _one_hot_masks(y_true, y_pred)
+    axes = tuple(range(1, len(y_pred.shape) - 1))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    dice = (2.0 * intersection + smooth) / (total + smooth)  # (B, C)
+    if ignore_background:
+        dice = dice[:, 1:]
+    return 1.0 - ops.mean(dice, axis=-1)
+
+
+def dice_cross_entropy(y_true, y_pred, dice_weight=1.0, crossentropy_weight=1.0, smooth=1.0,
+                       ignore_background=False):
+    """crossentropy_weight * (per-pixel cross-entropy, averaged over the image) + dice_weight * soft Dice, per
+    image: cross-entropy gives every pixel a gradient from the start, Dice balances small classes.
+
+    Args: as :func:`soft_dice_loss`; y_true integer masks (or one-hot), y_pred softmax probabilities.
+
+    Returns:
+        (B,) loss per image.
+    """
+    dice_weight = _check_nonnegative("dice_weight", dice_weight)
+    crossentropy_weight = _check_nonnegative("crossentropy_weight", crossentropy_weight)
+    y_pred = ops.convert_to_tensor(y_pred)
+    one_hot = _one_hot_masks(y_true, y_pred)
+    ce = ops.categorical_crossentropy(one_hot, y_pred)  # (B, *spatial); clips probabilities like Keras's loss
+    ce = ops.mean(ops.reshape(ce, (ops.shape(y_pred)[0], -1)), axis=1)
+    return crossentropy_weight * ce + dice_weight * soft_dice_loss(one_hot, y_pred, smooth, ignore_background)
+
+
+@keras.saving.register_keras_serializable(package="kerastk")
+class DiceLoss(keras.losses.Loss):
+    """:func:`soft_dice_loss` as a Keras Loss: ``y_true`` integer masks (B, H, W), ``y_pred`` softmax
+    (B, H, W, C); the batch mean of 1 - mean-class soft Dice.
+
+        model.compile("adam", loss=kerastk.losses.DiceLoss(), metrics=["accuracy"])
+    """
+
+    def __init__(self, smooth=1.0, ignore_background=False, reduction="sum_over_batch_size", name="dice_loss",
+                 dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.smooth = _check_nonnegative("smooth", smooth, positive=True)
+        if not isinstance(ignore_background, bool):
+            raise ValueError(f"`ignore_background` must be True or False; received {ignore_background!r}.")
+        self.ignore_background = ignore_background
+
+    def call(self, y_true, y_pred):
+        return soft_dice_loss(y_true, y_pred, self.smooth, self.ignore_background)
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth, "ignore_background": self.ignore_background}
+
+
+@keras.saving.register_keras_serializable(package="kerastk")
+class DiceCrossEntropyLoss(DiceLoss):
+    """:func:`dice_cross_entropy` as a Keras Loss: weighted sum of per-pixel cross-entropy and soft Dice.
+
+        model.compile("adam", loss=kerastk.losses.DiceCrossEntropyLoss(dice_weight=1.0), metrics=["accuracy"])
+
+    (Keras compiles one loss per output, so two losses on one output take one Loss that sums them.)
+    """
+
+    def __init__(self, dice_weight=1.0, crossentropy_weight=1.0, smooth=1.0, ignore_background=False,
+                 reduction="sum_over_batch_size", name="dice_cross_entropy", dtype=None):
+        super().__init__(smooth=smooth, ignore_background=ignore_background, reduction=reduction, name=name,
+                         dtype=dtype)
+        self.dice_weight = _check_nonnegative("dice_weight", dice_weight)
+        self.crossentropy_weight = _check_nonnegative("crossentropy_weight", crossentropy_weight)
+
+    def call(self, y_true, y_pred):
+        return dice_cross_entropy(y_true, y_pred, self.dice_weight, self.crossentropy_weight, self.smooth,
+                                  self.ignore_background)
+
+    def get_config(self):
+        return {**super().get_config(), "dice_weight": self.dice_weight,
+                "crossentropy_weight": self.crossentropy_weight}
+
+
+__all__ += ["DiceCrossEntropyLoss", "DiceLoss", "dice_cross_entropy", "soft_dice_loss"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers.attention import BahdanauAttention, PaddingMask
+from kerastk.layers.detection import AnchorGrid, DecodeGrid
 from kerastk.layers.drop_connect import DropConnectDense
 from kerastk.layers.layer_scale import LayerScale
 from kerastk.layers.lrn import LocalResponseNormalization
@@ -12,6 +13,7 @@ from kerastk.layers.positional import PositionalEncoding
 from kerastk.layers.sampling import Sampling
 from kerastk.layers.squeeze_excite import SqueezeExcite
 from kerastk.layers.stochastic_depth import StochasticDepth
+from kerastk.layers.unpooling import MaxUnpooling2D
 
 
 def instance_normalization(name=None, epsilon=1e-3, **kwargs):
@@ -35,13 +37,16 @@ def instance_normalization(name=None, epsilon=1e-3, **kwargs):
 
 
 __all__ = [
+    "AnchorGrid",
     "BahdanauAttention",
+    "DecodeGrid",
     "PaddingMask",
     "PositionalEncoding",
     "DropConnectDense",
     "LayerScale",
     "LocalResponseNormalization",
     "Maxout",
+    "MaxUnpooling2D",
     "Sampling",
     "SqueezeExcite",
     "StochasticDepth",
