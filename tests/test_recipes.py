@@ -25,7 +25,8 @@ EXPECTED_RECIPES |= {"vae_mnist", "metric_learning_mnist"}  # issue 4: generatio
 EXPECTED_RECIPES |= {"captioning_shapes"}  # issue 4: image captioning
 EXPECTED_RECIPES |= {"char_rnn_text", "sequence_classification"}  # issue 4: recurrent networks
 EXPECTED_RECIPES |= {"seq2seq_dates", "transformer_dates"}  # issue 4: attention (greedy decoding from ONNX)
-EXPECTED_RECIPES |= {"gradcam", "detection_shapes"}  # issue 5: what a network looks at; single-stage detection
+EXPECTED_RECIPES |= {"gradcam", "detection_shapes", "volumes_3d"}  # issue 5: what a network looks at; single-stage detection
+RUN_FOLDERS["volumes_3d"] = ["volumes_unet3d", "volumes_cnn3d"]
 RUN_FOLDERS["sequence_classification"] = [f"memory_{cell}_len8" for cell in ("simple_rnn", "lstm", "gru")]
 
 
