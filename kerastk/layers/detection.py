@@ -22,13 +22,9 @@ from kerastk.layers._checks import check_float, check_int
 
 
 def _anchor_list(anchors):
-    try:
-        a = np.asarray(anchors, dtype=np.float64)
-    except (TypeError, ValueError):
-        a = np.zeros((0,))
-    if a.ndim != 2 or a.shape[1] != 2 or len(a) < 1 or not np.all(np.isfinite(a)) or np.any(a <= 0):
-        raise ValueError("`anchors` must be a non-empty list of (width, height) pairs in pixels, all > 0; "
-                         f"received anchors={anchors!r}.")
+    from kerastk.deploy.detection import check_anchors  # numpy only: the deployment side owns the check
+
+    a = check_anchors(anchors)
     return [[float(w), float(h)] for w, h in a]
 
 
