@@ -381,6 +381,8 @@ def dice_cross_entropy(y_true, y_pred, dice_weight=1.0, crossentropy_weight=1.0,
                        ignore_background=False):
     """crossentropy_weight * (per-pixel cross-entropy, averaged over the image) + dice_weight * soft Dice, per
     image: cross-entropy gives every pixel a gradient from the start, Dice balances small classes.
+    ``dice_weight=0`` is plain per-pixel cross-entropy from integer masks (unlike Keras 3.15's
+    "sparse_categorical_crossentropy", it trains (B, H, W, C) outputs under torch too).
 
     Args: as :func:`soft_dice_loss`; y_true integer masks (or one-hot), y_pred softmax probabilities.
 
@@ -393,6 +395,8 @@ def dice_cross_entropy(y_true, y_pred, dice_weight=1.0, crossentropy_weight=1.0,
     one_hot = _one_hot_masks(y_true, y_pred)
     ce = ops.categorical_crossentropy(one_hot, y_pred)  # (B, *spatial); clips probabilities like Keras's loss
     ce = ops.mean(ops.reshape(ce, (ops.shape(y_pred)[0], -1)), axis=1)
+    if dice_weight == 0:  # plain per-pixel cross-entropy
+        return crossentropy_weight * ce
     return crossentropy_weight * ce + dice_weight * soft_dice_loss(one_hot, y_pred, smooth, ignore_background)
 
 

@@ -21,8 +21,11 @@ _LAZY = {
     # overlays.py: segmentation masks over images
     "plot_segmentation": "kerastk.viz.overlays",
     "colorize_mask": "kerastk.viz.overlays",
+    "overlay_mask": "kerastk.viz.overlays",
     # boxes.py: detections drawn on images
     "plot_detections": "kerastk.viz.boxes",
+    # volumes.py: slices of 3-D volumes, their true and predicted masks
+    "plot_volume_slices": "kerastk.viz.volumes",
 }
 
 __all__ = sorted(_LAZY)
