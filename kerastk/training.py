@@ -316,3 +316,28 @@ def num_rows(x) -> int:
 def token_info(info: dict) -> dict:
     """The vocabularies and sequence lengths a dataset carries (what a deployed decoder needs in its card)."""
     return {k: v for k, v in info.items() if k.endswith(("vocab", "_length", "_tokens"))}
+
+
+def segmentation_summary(result, model, data, compare_with=None) -> dict:
+    """Write `summary.json` (parameters, per-class IoU / Dice and their means for the Keras model and the ONNX
+    file) into the run folder, print the per-class table, and - when `compare_with` names another run's
+    summary.json that exists - a one-line comparison of mean IoU and parameters. Returns the summary."""
+    keys = ("mean_iou", "mean_dice", "pixel_accuracy", "iou", "dice")
+    summary = {"model": model.name, "parameters": model.count_params(), "class_names": data.class_names,
+               "keras": {k: result.test_metrics[k] for k in keys},
+               "onnx": {k: result.onnx_metrics[k] for k in keys}, "route": result.export.route,
+               "train_seconds": result.train_seconds, "epochs": len(result.history.get("epoch", []))}
+    (Path(result.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    k, o = summary["keras"], summary["onnx"]
+    width = max(len(n) for n in summary["class_names"])
+    print(f"{'class':>{width}}   IoU   Dice")
+    for name, iou, dice in zip(summary["class_names"], k["iou"], k["dice"]):
+        print(f"{name:>{width}} {iou:.3f} {dice:.3f}")
+    print(f"{summary['model']}: mean IoU {k['mean_iou']:.3f}, mean Dice {k['mean_dice']:.3f}, pixel accuracy "
+          f"{k['pixel_accuracy']:.3f}, {summary['parameters']:,} parameters; ONNX mean IoU {o['mean_iou']:.3f} "
+          f"(route {summary['route']})")
+    if compare_with is not None and Path(compare_with).is_file():
+        s = json.loads(Path(compare_with).read_text())
+        print(f"compare: {summary['model']} mIoU {k['mean_iou']:.3f} with {summary['parameters']:,} parameters | "
+              f"{s['model']} mIoU {s['keras']['mean_iou']:.3f} with {s['parameters']:,} parameters")
+    return summary

@@ -16,14 +16,13 @@ Outputs in export/segmentation_unet/: the usual run folder, plus
     python recipes/segmentation_unet.py --dice     # cross-entropy + soft Dice
     kerastk train segmentation_unet --smoke
 """
-import json
 from pathlib import Path
 
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.deploy import OnnxModel
 from kerastk.losses import DiceCrossEntropyLoss
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run, segmentation_summary
 from kerastk.viz import plot_segmentation
 
 EPOCHS = 15  # validation loss still falls slowly at 15; mean IoU is ~0.94 by then
@@ -35,34 +34,6 @@ BATCH_NORM = True  # not in the paper; makes training from scratch fast and inse
 DICE_WEIGHT = 1.0  # with --dice: loss = cross-entropy + DICE_WEIGHT * soft Dice
 RUN_NAME = "segmentation_unet"
 OTHER_RUN = "segmentation_segnet"  # the SegNet recipe's run folder, for the one-line comparison
-
-
-def summarize(result, model, data, path):
-    """Parameters and the test metrics (Keras and ONNX) as JSON; returns the dict."""
-    keys = ("mean_iou", "mean_dice", "pixel_accuracy", "iou", "dice")
-    summary = {"model": model.name, "parameters": model.count_params(), "class_names": data.class_names,
-               "keras": {k: result.test_metrics[k] for k in keys},
-               "onnx": {k: result.onnx_metrics[k] for k in keys}, "route": result.export.route,
-               "train_seconds": result.train_seconds, "epochs": len(result.history.get("epoch", []))}
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def report(summary, other_summary_path):
-    """Print per-class IoU / Dice, the means, and a one-line comparison with the other recipe's run."""
-    k, o = summary["keras"], summary["onnx"]
-    width = max(len(n) for n in summary["class_names"])
-    print(f"{'class':>{width}}   IoU   Dice")
-    for name, iou, dice in zip(summary["class_names"], k["iou"], k["dice"]):
-        print(f"{name:>{width}} {iou:.3f} {dice:.3f}")
-    print(f"{summary['model']}: mean IoU {k['mean_iou']:.3f}, mean Dice {k['mean_dice']:.3f}, pixel accuracy "
-          f"{k['pixel_accuracy']:.3f}, {summary['parameters']:,} parameters; ONNX mean IoU {o['mean_iou']:.3f} "
-          f"(route {summary['route']})")
-    other = Path(other_summary_path)
-    if other.is_file():
-        s = json.loads(other.read_text())
-        print(f"compare: {summary['model']} mIoU {k['mean_iou']:.3f} with {summary['parameters']:,} parameters | "
-              f"{s['model']} mIoU {s['keras']['mean_iou']:.3f} with {s['parameters']:,} parameters")
 
 
 def main(argv=None):
@@ -94,8 +65,7 @@ def main(argv=None):
     plot_segmentation(data.x_test[:6], data.y_test[:6], pred, result.run_dir / "overlays.png",
                       class_names=data.class_names,
                       title=f"U-Net (ONNX) - test mIoU {result.test_metrics['mean_iou']:.3f}")
-    summary = summarize(result, model, data, result.run_dir / "summary.json")
-    report(summary, Path(args.out) / OTHER_RUN / "summary.json")
+    segmentation_summary(result, model, data, compare_with=Path(args.out) / OTHER_RUN / "summary.json")
     return result
 
 
