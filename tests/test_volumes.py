@@ -167,6 +167,7 @@ def unet3d_macs(side, cin, classes, depth, f):
     return total + side**3 * ch * classes
 
 
+@pytest.mark.paper  # graph construction at the paper's size: the same count on every backend
 def test_unet3d_paper_parameter_count():
     model = kerastk.create_model("unet3d", input_shape=(8, 8, 8, 3), batch_norm=False)
     assert model.count_params() == 19_069_955 == kerastk.model_info("unet3d")["reference_params"]
