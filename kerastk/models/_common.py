@@ -12,6 +12,19 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+def check_int_tuple(name: str, value) -> tuple:
+    """A non-empty sequence of positive ints (e.g. filters per stage), as a tuple."""
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise ValueError(f"`{name}` must be a non-empty tuple of ints; received {name}={value!r}.") from None
+    if not value:
+        raise ValueError(f"`{name}` must be a non-empty tuple of ints; received {name}={value!r}.")
+    for i, v in enumerate(value):
+        check_int(f"{name}[{i}]", v)
+    return value
+
+
 def check_rate(name: str, value) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ValueError(f"`{name}` must be a float in [0, 1); received {name}={value!r}.")

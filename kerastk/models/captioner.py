@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import POOLINGS, check_choice, check_input_shape, check_int, check_rate, pool_features
+from kerastk.models._common import (POOLINGS, check_choice, check_input_shape, check_int, check_int_tuple,
+    check_rate, pool_features)
 from kerastk.models.registry import register_model
 
 CELLS = ("gru", "lstm")
@@ -87,14 +88,7 @@ def captioner(input_shape=(64, 64, 3), vocab_size=20, caption_length=None, embed
     if not isinstance(include_top, bool):
         raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
     if backbone is None:
-        try:
-            filters = tuple(filters)
-        except TypeError:
-            raise ValueError(f"`filters` must be a sequence of ints; received filters={filters!r}.") from None
-        if not filters:
-            raise ValueError(f"`filters` must name at least one stage; received filters={filters!r}.")
-        for i, f in enumerate(filters):
-            check_int(f"filters[{i}]", f)
+        filters = check_int_tuple("filters", filters)
         shape = check_input_shape(input_shape, rank=3, min_spatial=2 ** len(filters))
     else:
         from kerastk.models.registry import list_models

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 
 from kerastk.models._common import check_choice, check_head, check_input_shape, check_int, check_rate
-from kerastk.models._common import classifier_output
+from kerastk.models._common import check_int_tuple, classifier_output
 from kerastk.models.registry import register_model
 
 UPSAMPLING = ("transpose", "nearest")
@@ -119,14 +119,7 @@ def cnn3d(input_shape=(32, 32, 32, 3), num_classes=3, filters=(16, 32, 64), conv
     norm, ReLU) and a 2x2x2 max pool; global average pooling, dropout, softmax. Sides must be divisible by
     2**len(filters). include_top=False returns the pooled features (`pooling` "avg" / "max") or the last
     feature volume (pooling=None)."""
-    try:
-        filters = tuple(filters)
-    except TypeError:
-        raise ValueError(f"`filters` must be a non-empty tuple of ints; received filters={filters!r}.") from None
-    if not filters:
-        raise ValueError(f"`filters` must be a non-empty tuple of ints; received filters={filters!r}.")
-    for i, f in enumerate(filters):
-        check_int(f"filters[{i}]", f)
+    filters = check_int_tuple("filters", filters)
     check_int("convs_per_block", convs_per_block)
     check_head(num_classes, include_top, pooling)
     check_rate("dropout", dropout)
