@@ -27,9 +27,11 @@ EXPECTED_RECIPES |= {"char_rnn_text", "sequence_classification"}  # issue 4: rec
 EXPECTED_RECIPES |= {"seq2seq_dates", "transformer_dates"}  # issue 4: attention (greedy decoding from ONNX)
 EXPECTED_RECIPES |= {"gradcam", "detection_shapes", "volumes_3d"}  # issue 5: what a network looks at; single-stage detection
 EXPECTED_RECIPES |= {"segmentation_unet", "segmentation_segnet"}  # issue 5: segmentation
-# Max unpooling at the pooling indices: where two encoder values tie to within float rounding, onnxruntime may
-# pick the other position and move a value by one pixel, so the test split is compared by its metrics instead.
-POSITION_SENSITIVE = {"segmentation_segnet"}
+# SegNet's smoke run uses learned upsampling: max unpooling at the pooling indices is position-sensitive (where two
+# encoder values of a barely trained model tie to within float rounding, onnxruntime may move a value one pixel,
+# so export validation can fail by chance); the indices model is exported and validated by test_models and
+# test_segmentation, and the recipe's full run uses it.
+RECIPE_ARGS = {"segmentation_segnet": ["--upsampling", "transpose"]}
 RUN_FOLDERS["volumes_3d"] = ["volumes_unet3d", "volumes_cnn3d"]
 RUN_FOLDERS["sequence_classification"] = [f"memory_{cell}_len8" for cell in ("simple_rnn", "lstm", "gru")]
 
@@ -41,7 +43,7 @@ def test_recipe_list():
 @pytest.mark.parametrize("recipe", sorted(EXPECTED_RECIPES))
 def test_recipe_smoke(recipe, tmp_path, backend):
     main = runpy.run_path(str(RECIPES / f"{recipe}.py"))["main"]
-    returned = main(["--smoke", "--out", str(tmp_path)])
+    returned = main(["--smoke", "--out", str(tmp_path), *RECIPE_ARGS.get(recipe, [])])
     if recipe == "ensemble_mc_dropout":  # the ensemble is exported as one graph too
         assert returned["export"].validation.passed and (tmp_path / "ensemble" / "model.onnx").is_file()
     for run_name in RUN_FOLDERS.get(recipe, [recipe]):
@@ -53,12 +55,10 @@ def test_recipe_smoke(recipe, tmp_path, backend):
         assert card["parity"]["batch_sizes"] == [1, 8]
         assert card["backend"] == backend
         keras_m, onnx_m = card["metrics"]["keras"], card["metrics"]["onnx"]
-        tolerance = 1e-3 if recipe in POSITION_SENSITIVE else 1e-4
         for key in ("accuracy", "mse", "mae", "mean_iou"):
             if key in onnx_m:
-                assert onnx_m[key] == pytest.approx(keras_m[key], abs=tolerance)
-        if recipe not in POSITION_SENSITIVE:
-            assert onnx_m["max_abs_diff_test_split"] <= 1e-4
+                assert onnx_m[key] == pytest.approx(keras_m[key], abs=1e-4)
+        assert onnx_m["max_abs_diff_test_split"] <= 1e-4
         assert len(card["versions"]) >= 5 and card["preprocessing"]["type"] in ("scale", "standardize", "none", "tokens")
 
 
