@@ -3,6 +3,7 @@
     kerastk info                                   active backend and versions; how to switch
     kerastk models [PATTERN]                       registered models
     kerastk train RECIPE [recipe flags]            run recipes/RECIPE.py (e.g. `kerastk train mnist_lenet5 --smoke`)
+    kerastk lr-find RECIPE [recipe flags]          LR range test on the recipe's model and data: lr_find.png, suggestion
     kerastk export MODEL.keras [-o MODEL.onnx]     export + validate; exits 1 with the figures when no route validates
     kerastk validate MODEL.onnx --keras MODEL.keras
     kerastk predict MODEL.onnx INPUT.npy [--raw]   numpy + onnxruntime only
@@ -89,8 +90,15 @@ def cmd_train(args, rest) -> int:
         print(f"kerastk train: no recipe {args.recipe!r}.{hint} Recipes: {', '.join(list_recipes())}.",
               file=sys.stderr)
         return 2
+    from kerastk.training import LRFindFinished
+
+    if args.command == "lr-find":
+        rest = [*rest, "--lr-find"]
     sys.argv = [str(recipe), *rest]
-    runpy.run_path(str(recipe), run_name="__main__")
+    try:
+        runpy.run_path(str(recipe), run_name="__main__")
+    except LRFindFinished:  # the range test ran and the recipe stopped before training
+        pass
     return 0
 
 
@@ -159,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true", help="build each model and count its parameters and MACs")
     p = sub.add_parser("train", help="run a recipe (extra flags go to the recipe)")
     p.add_argument("recipe")
+    p = sub.add_parser("lr-find", help="LR range test on a recipe's model and data (extra flags go to the recipe)")
+    p.add_argument("recipe")
     p = sub.add_parser("export", help="export a .keras file to a validated ONNX file")
     p.add_argument("model")
     p.add_argument("-o", "--output")
@@ -182,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] == "train":  # everything after the recipe name belongs to the recipe
+    if argv and argv[0] in ("train", "lr-find"):  # everything after the recipe name belongs to the recipe
         args = parser.parse_args(argv[:2])
         return cmd_train(args, argv[2:])
     args = parser.parse_args(argv)

@@ -449,3 +449,32 @@ class DiceCrossEntropyLoss(DiceLoss):
 
 
 __all__ += ["DiceCrossEntropyLoss", "DiceLoss", "dice_cross_entropy", "soft_dice_loss"]
+
+
+# === Label smoothing for integer labels (Keras's sparse cross-entropy has no label_smoothing) ===
+
+
+@keras.saving.register_keras_serializable(package="kerastk")
+class SparseCategoricalCrossentropy(keras.losses.Loss):
+    """Keras's categorical cross-entropy with ``label_smoothing`` for integer labels (B,), (B, 1) or (B, ..., ).
+
+    The labels are one-hot encoded over ``y_pred``'s last axis, then smoothed as Keras does: the target is
+    (1 - label_smoothing) * one_hot + label_smoothing / num_classes (Szegedy et al. 2016). With
+    ``label_smoothing=0`` it equals ``keras.losses.SparseCategoricalCrossentropy``.
+    """
+
+    def __init__(self, label_smoothing=0.0, from_logits=False, reduction="sum_over_batch_size",
+                 name="sparse_categorical_crossentropy", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0 <= label_smoothing < 1:
+            raise ValueError(f"`label_smoothing` must be a number in [0, 1); received {label_smoothing!r}.")
+        self.label_smoothing, self.from_logits = float(label_smoothing), bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(_one_hot_masks(y_true, y_pred), y_pred,
+                                                     from_logits=self.from_logits,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "from_logits": self.from_logits}

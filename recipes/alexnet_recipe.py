@@ -42,7 +42,7 @@ def main(argv=None):
     # --- train with lr / 10 on plateau, evaluate, export
     result = run(model, data, "alexnet", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                  optimizer=sgd, epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
-                 verbose=args.verbose, lr_factor=LR_FACTOR, lr_patience=3, patience=8,
+                 verbose=args.verbose, options=args.options, lr_factor=LR_FACTOR, lr_patience=3, patience=8,
                  notes="AlexNet with SGD + momentum, lr 0.01 divided by 10 on plateau, batch 128.")
     lrs = result.history.get("learning_rate", [])
     print(f"alexnet: test accuracy {result.accuracy:.4f} (ONNX {result.onnx_metrics['accuracy']:.4f}), "

@@ -60,7 +60,7 @@ def main(argv=None):
                                      **MODELS.get(name, {}))
         r = run(model, data, f"tour_{name}", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                 learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                seed=args.seed, verbose=args.verbose, notes=f"{name} in the architectures tour.")
+                seed=args.seed, verbose=args.verbose, options=args.options, notes=f"{name} in the architectures tour.")
         ms = onnx_latency_ms(r.run_dir / "model.onnx", data.x_test[:1], runs=10 if args.smoke else LATENCY_RUNS)
         rows.append((name, r.accuracy, model.count_params(), kerastk.count_flops(model), ms, r.train_seconds,
                      r.export.route))

@@ -86,7 +86,7 @@ def main(argv=None):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
     result = run(model, data, "captioning_shapes", loss=loss, metrics=["accuracy"], learning_rate=LEARNING_RATE,
                  epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
-                 verbose=args.verbose, patience=6,
+                 verbose=args.verbose, options=args.options, patience=6,
                  notes="Small CNN encoder (flattened 4x4 feature map -> initial GRU state, and added to every "
                        "word embedding) with a GRU decoder, on generated scenes of one or two coloured shapes. Test "
                        "metrics here are teacher-forced; greedy-decoding exact match and BLEU-4 are below.")

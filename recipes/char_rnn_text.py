@@ -71,7 +71,7 @@ def main(argv=None):
     result = run(model, data, "char_rnn_text",
                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
                  learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                 seed=args.seed, verbose=args.verbose, patience=3,
+                 seed=args.seed, verbose=args.verbose, options=args.options, patience=3,
                  notes=f"Character-level {CELL.upper()} language model ({NUM_LAYERS} x {units} units) on "
                        f"{data.info['source']}; windows of {length} characters. Samples at temperatures "
                        f"{', '.join(map(str, TEMPERATURES))} from Keras and ONNX are in samples.txt.")

@@ -38,7 +38,7 @@ def main(argv=None):
     # --- train, evaluate, export
     result = run(model, data, f"cifar10_{args.model}", loss="sparse_categorical_crossentropy",
                  metrics=["accuracy"], learning_rate=LEARNING_RATE, epochs=args.epochs,
-                 batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, patience=8,
+                 batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, options=args.options, patience=8,
                  lr_patience=3, augmentation=augment,
                  notes=f"{args.model} with '{args.augment}' augmentation on {data.info['source']}.")
     print(f"cifar10_{args.model}: test accuracy {result.accuracy:.4f} (ONNX {result.onnx_metrics['accuracy']:.4f}), "

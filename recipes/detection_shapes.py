@@ -78,7 +78,7 @@ def main(argv=None):
     # --- train, score (mAP), export the raw model
     result = run(model, encoded, "detection_shapes", loss=YoloLoss(), metrics=(), learning_rate=LEARNING_RATE,
                  epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
-                 verbose=args.verbose, evaluate_fn=evaluate,
+                 verbose=args.verbose, options=args.options, evaluate_fn=evaluate,
                  notes="YOLO-style detector (tiny_yolo: MobileNet stride-8 features, 8x8 grid, 3 anchors) "
                        "trained with the YOLO loss on encoded grid targets; test metrics are mAP@0.5 and "
                        "mAP@0.5:0.95 after decoding and non-maximum suppression. detector.onnx is the same "

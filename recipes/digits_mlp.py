@@ -28,7 +28,7 @@ def main(argv=None):
     # --- train, evaluate, save, export, validate, report
     result = run(model, data, "digits_mlp", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                  learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                 seed=args.seed, verbose=args.verbose, patience=10, lr_patience=4,
+                 seed=args.seed, verbose=args.verbose, options=args.options, patience=10, lr_patience=4,
                  notes=f"MLP {DEPTH}x{WIDTH} ReLU, dropout {DROPOUT}, on the 8x8 digits of scikit-learn.")
     print(f"digits_mlp: test accuracy {result.accuracy:.4f} (ONNX {result.onnx_metrics['accuracy']:.4f}), "
           f"route {result.export.route}, {result.seconds:.1f} s -> {result.run_dir}")

@@ -68,7 +68,7 @@ def main(argv=None):
         model.name = f"member_{i}"
         r = run(model, data, f"ensemble_member_{i}", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                 epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed + i,
-                verbose=args.verbose, notes=f"Ensemble member {i} (seed {args.seed + i}).")
+                verbose=args.verbose, options=args.options, notes=f"Ensemble member {i} (seed {args.seed + i}).")
         members.append(model)
         accuracies.append(r.accuracy)
 

@@ -109,7 +109,7 @@ def main(argv=None):
     # --- train, evaluate, export
     result = run(model, data, "gradcam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                  learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                 seed=args.seed, verbose=args.verbose, patience=6,
+                 seed=args.seed, verbose=args.verbose, options=args.options, patience=6,
                  notes=f"{args.model} on {args.image_size}x{args.image_size} shapes; Grad-CAM and saliency maps "
                        "are scored against each test shape's box (see gradcam.json).")
 

@@ -29,7 +29,7 @@ def main(argv=None):
         results[loss] = run(
             model, data, f"housing_linear_regression_{loss}", loss=loss, metrics=["mse", "mae"],
             learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-            seed=args.seed, verbose=args.verbose, patience=20, lr_patience=8,
+            seed=args.seed, verbose=args.verbose, options=args.options, patience=20, lr_patience=8,
             notes=f"Linear regression y = w.x + b on Boston housing, trained with {loss.upper()}.")
 
     # --- side by side

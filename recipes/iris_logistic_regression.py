@@ -26,7 +26,7 @@ def main(argv=None):
     # --- train, evaluate, save, export, validate, report
     result = run(model, data, "iris_logistic_regression", loss="sparse_categorical_crossentropy",
                  metrics=["accuracy"], learning_rate=LEARNING_RATE, epochs=args.epochs,
-                 batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, patience=20,
+                 batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, options=args.options, patience=20,
                  lr_patience=8, notes="Softmax regression on the four iris measurements (standardised).")
     print(f"iris_logistic_regression: test accuracy {result.accuracy:.4f} "
           f"(ONNX {result.onnx_metrics['accuracy']:.4f}), route {result.export.route}, {result.seconds:.1f} s")

@@ -77,7 +77,7 @@ def main(argv=None):
     # --- train with the triplet loss, evaluate (leave-one-out 1-NN on the test split), save, export, validate
     result = run(model, data, "metric_learning_mnist", loss=TripletLoss(margin=MARGIN, mining=args.mining),
                  metrics=(), learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size,
-                 out=args.out, seed=args.seed, verbose=args.verbose,
+                 out=args.out, seed=args.seed, verbose=args.verbose, options=args.options,
                  notes="embedding_net (conv blocks -> dense -> 32-D projection -> L2 normalisation) trained with "
                        f"the triplet loss (margin {MARGIN}, {args.mining} in-batch mining). Test metric: "
                        "leave-one-out 1-NN accuracy within the test split.")

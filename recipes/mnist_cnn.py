@@ -30,7 +30,7 @@ def main(argv=None):
     # --- train, evaluate, save, export, validate, report
     result = run(model, data, "mnist_cnn", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                  learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                 seed=args.seed, verbose=args.verbose,
+                 seed=args.seed, verbose=args.verbose, options=args.options,
                  notes="Two conv + max-pool blocks, dropout 0.5, softmax: the Keras example MNIST convnet.")
     print(f"mnist_cnn: test accuracy {result.accuracy:.4f} (ONNX {result.onnx_metrics['accuracy']:.4f}), "
           f"route {result.export.route}, {result.seconds:.1f} s -> {result.run_dir}")

@@ -29,7 +29,7 @@ def main(argv=None):
     # --- train, evaluate, save, export, validate, report
     result = run(model, data, "mnist_lenet5", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                  learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                 seed=args.seed, verbose=args.verbose,
+                 seed=args.seed, verbose=args.verbose, options=args.options,
                  notes="LeNet-5 (5x5 valid convs + tanh, 2x2 average pools, dense 120-84-10) on MNIST.")
     print(f"mnist_lenet5: test accuracy {result.accuracy:.4f} (ONNX {result.onnx_metrics['accuracy']:.4f}), "
           f"route {result.export.route}, max abs diff {result.export.validation.max_abs_diff:.2e}, "

@@ -43,7 +43,7 @@ def main(argv=None):
     result = run(model, data, "multilabel_attributes", loss="binary_crossentropy",
                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], learning_rate=LEARNING_RATE,
                  epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
-                 verbose=args.verbose, patience=6,
+                 verbose=args.verbose, options=args.options, patience=6,
                  notes="Independent sigmoid outputs with binary cross-entropy for multi-label attributes.")
 
     # --- per-attribute accuracy

@@ -59,7 +59,7 @@ def main(argv=None):
     # "sparse_categorical_crossentropy" fails in the backward pass under torch for (B, H, W, C) outputs.
     loss = DiceCrossEntropyLoss(dice_weight=DICE_WEIGHT if args.dice else 0.0)
     result = run(model, data, RUN_NAME, loss=loss, learning_rate=LEARNING_RATE, epochs=args.epochs,
-                 batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, patience=6,
+                 batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, options=args.options, patience=6,
                  notes=f"SegNet ({args.upsampling} upsampling) on generated scenes; per-pixel "
                        f"{'cross-entropy + soft Dice' if args.dice else 'cross-entropy'}; metrics per class.")
 

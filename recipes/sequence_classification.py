@@ -77,7 +77,7 @@ def main(argv=None):
             name = run_name(cell, length)
             results[name] = run(model, data, name, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                                 learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size,
-                                out=args.out, seed=args.seed, verbose=args.verbose, patience=args.epochs,
+                                out=args.out, seed=args.seed, verbose=args.verbose, options=args.options, patience=args.epochs,
                                 lr_patience=args.epochs,
                                 notes=f"{cell} ({UNITS} units) on the memory task, sequences of {length} tokens.")
             table[cell, length] = results[name].accuracy

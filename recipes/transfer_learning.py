@@ -64,7 +64,7 @@ def main(argv=None):
     if args.smoke:
         source = smoke_subset(source)
     common = dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"], epochs=args.epochs,
-                  batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, patience=6)
+                  batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, options=args.options, patience=6)
 
     # --- baseline: from scratch on the few target images
     set_seed(args.seed)

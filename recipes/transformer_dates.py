@@ -48,7 +48,7 @@ def main(argv=None):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
     result = run(model, data, "transformer_dates", loss=loss, metrics=["accuracy"], learning_rate=LEARNING_RATE,
                  epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed,
-                 verbose=args.verbose,
+                 verbose=args.verbose, options=args.options,
                  notes=f"Transformer ({NUM_LAYERS}+{NUM_LAYERS} blocks, d_model {D_MODEL}, {NUM_HEADS} heads) on "
                        "generated human-readable -> ISO dates (test dates disjoint from training dates). Test "
                        "metrics here are teacher-forced; greedy-decoding exact match is below.")

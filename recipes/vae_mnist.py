@@ -102,7 +102,7 @@ def main(argv=None):
 
     # --- train on the negative ELBO (reconstruction + KL), evaluate, save, export, validate, report
     result = run(model, data, "vae_mnist", loss=ReconstructionLoss("bce"), metrics=(), learning_rate=LEARNING_RATE,
-                 epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose,
+                 epochs=args.epochs, batch_size=args.batch_size, out=args.out, seed=args.seed, verbose=args.verbose, options=args.options,
                  notes="Convolutional VAE (2 stride-2 convs -> dense 16 -> z_mean, z_log_var -> Sampling -> "
                        "mirrored transposed convs, sigmoid) trained on the negative ELBO: Bernoulli reconstruction "
                        "summed over pixels + KL to N(0, I). The exported model reconstructs with z = z_mean; "

@@ -53,7 +53,7 @@ def main(argv=None):
     unet = kerastk.create_model("unet3d", input_shape=seg.input_shape, num_classes=seg.num_classes, **UNET)
     seg_result = run(unet, seg, "volumes_unet3d", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                      learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                     seed=args.seed, verbose=args.verbose,
+                     seed=args.seed, verbose=args.verbose, options=args.options,
                      notes="3-D U-Net on multi-modal volumes: per-voxel softmax over background, lesion core "
                            "and edema, trained with cross-entropy; per-class IoU and Dice on the test split.")
     results["unet3d"] = seg_result
@@ -76,7 +76,7 @@ def main(argv=None):
     cnn = kerastk.create_model("cnn3d", input_shape=cls.input_shape, num_classes=cls.num_classes, **CNN)
     cls_result = run(cnn, cls, "volumes_cnn3d", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                      learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                     seed=args.seed, verbose=args.verbose,
+                     seed=args.seed, verbose=args.verbose, options=args.options,
                      notes="3-D CNN (C3D-style 3x3x3 conv / 2x2x2 pool blocks, global average pooling) naming the "
                            "shape of the lesion's core: sphere, ellipsoid or cube of the same volume.")
     results["cnn3d"] = cls_result

@@ -26,7 +26,7 @@ def main(argv=None):
     # --- data: 2-D points, label = (x0 > 0) XOR (x1 > 0)
     data = recipe_data("xor", args)
     common = dict(learning_rate=LEARNING_RATE, epochs=args.epochs, batch_size=args.batch_size, out=args.out,
-                  seed=args.seed, verbose=args.verbose, patience=20, lr_patience=8)
+                  seed=args.seed, verbose=args.verbose, options=args.options, patience=20, lr_patience=8)
 
     # --- the perceptron: sign(w.x + b), hinge criterion (Keras maps labels 0/1 to -1/+1)
     set_seed(args.seed)

@@ -31,6 +31,14 @@ EXPECTED_RECIPES |= {"segmentation_unet", "segmentation_segnet"}  # issue 5: seg
 # encoder values of a barely trained model tie to within float rounding, onnxruntime may move a value one pixel,
 # so export validation can fail by chance); the indices model is exported and validated by test_models and
 # test_segmentation, and the recipe's full run uses it.
+EXPECTED_RECIPES |= {"lr_finder", "schedules_compare", "regularisation_compare", "reinforce_cartpole",
+                     "vanishing_gradients", "random_labels"}  # issue 6: the training toolbox
+RUN_FOLDERS["vanishing_gradients"] = [f"vanishing_gradients_{v}" for v in ("sigmoid", "relu", "relu_bn", "residual")]
+RUN_FOLDERS["random_labels"] = ["random_labels_true", "random_labels_shuffled"]
+RUN_FOLDERS["lr_finder"] = ["lr_finder_suggested"]  # the timid and bold runs are compared, not exported
+RUN_FOLDERS["schedules_compare"] = [f"schedules_{s}" for s in ("constant", "step", "plateau", "cyclic", "sgdr")]
+RUN_FOLDERS["regularisation_compare"] = [f"regularisation_{v}" for v in
+                                         ("none", "l2", "dropout", "augmentation", "label_smoothing")]
 RECIPE_ARGS = {"segmentation_segnet": ["--upsampling", "transpose"]}
 RUN_FOLDERS["volumes_3d"] = ["volumes_unet3d", "volumes_cnn3d"]
 RUN_FOLDERS["sequence_classification"] = [f"memory_{cell}_len8" for cell in ("simple_rnn", "lstm", "gru")]

@@ -31,8 +31,10 @@ def augmentation(policy: str = "standard", *, flip: bool = True, rotation_degree
             L.RandomRotation(rotation_degrees / 360.0, fill_mode="reflect", seed=seed),
             L.RandomZoom((-crop_zoom, 0.0), fill_mode="reflect", seed=seed),  # negative zoom = crop + resize
             L.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed),
-            L.RandomColorJitter(value_range=(0, 1), brightness_factor=colour_jitter, contrast_factor=colour_jitter,
-                                saturation_factor=(0.5 - colour_jitter, 0.5 + colour_jitter),
-                                hue_factor=colour_jitter / 2, seed=seed),
         ]
+        if colour_jitter:  # colour_jitter=0 leaves it out (grayscale images: saturation and hue need 3 channels)
+            layers.append(L.RandomColorJitter(value_range=(0, 1), brightness_factor=colour_jitter,
+                                              contrast_factor=colour_jitter,
+                                              saturation_factor=(0.5 - colour_jitter, 0.5 + colour_jitter),
+                                              hue_factor=colour_jitter / 2, seed=seed))
     return keras.Sequential(layers, name=f"augment_{policy}")
