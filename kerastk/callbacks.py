@@ -171,14 +171,18 @@ def current_learning_rate(optimizer) -> float:
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Puts the optimizer's current learning rate into each epoch's logs as ``learning_rate`` (history.csv, curves).
+    """Puts the learning rate each epoch started with into its logs as ``learning_rate`` (history.csv, curves).
 
-    Keras's ReduceLROnPlateau logs the rate it manages; with a schedule nothing does. Place it before CSVLogger.
+    Keras's ReduceLROnPlateau logs the rate it manages (the one the epoch ran at); with a schedule nothing does.
+    Place it before CSVLogger.
     """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._rate = current_learning_rate(self.model.optimizer)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+            logs["learning_rate"] = self._rate
 
 
 # --- the LR range test --------------------------------------------------------------------------------------
@@ -235,8 +239,8 @@ class LRFinder:
 
     It trains with ``train_on_batch`` (the model must be compiled), setting the optimizer's rate before each step
     and resetting the loss tracker so every value is one minibatch's loss: the same code on every backend, JAX's
-    jitted step included. The optimizer state (moments, iteration) it leaves is discarded: compile again before
-    training (:func:`lr_find` and the runner do).
+    jitted step included. The weights and the optimizer's state (rate, moments, iteration) are put back
+    afterwards.
     """
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
@@ -259,9 +263,13 @@ class LRFinder:
         if callable(getattr(model.optimizer, "_learning_rate", None)):
             raise ValueError("LRFinder sets the learning rate itself: compile with a float learning rate, "
                              "not a schedule.")
-        from kerastk.training import num_rows
+        from kerastk.training import num_rows, take_rows
 
+        optimizer = model.optimizer
+        if not optimizer.built:  # built now, so its state (moments, iteration, rate) can be put back afterwards
+            optimizer.build(model.trainable_variables)
         saved = [np.array(w) for w in model.get_weights()]
+        saved_optimizer = [np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
         rows = num_rows(x)
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(rows) for _ in range(-(-self.num_steps * batch_size // rows))])
@@ -270,9 +278,9 @@ class LRFinder:
         try:
             for i, lr in enumerate(self.rates()):
                 idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
-                model.optimizer.learning_rate = float(lr)
+                optimizer.learning_rate = float(lr)
                 model.reset_metrics()
-                out = model.train_on_batch(_take(x, idx), _take(y, idx), return_dict=True)
+                out = model.train_on_batch(take_rows(x, idx), np.asarray(y)[idx], return_dict=True)
                 loss = float(np.ravel(ops.convert_to_numpy(out["loss"]))[0])
                 avg = self.smoothing * avg + (1 - self.smoothing) * loss
                 smooth = avg / (1 - self.smoothing ** (i + 1))
@@ -285,6 +293,8 @@ class LRFinder:
                 best = min(best, smooth)
         finally:
             model.set_weights(saved)
+            for v, value in zip(optimizer.variables, saved_optimizer):
+                v.assign(value)
         return _suggest(np.array(lrs), np.array(losses), np.array(smoothed), diverged, self.skip_start)
 
 
@@ -341,6 +351,3 @@ def lr_find(model, x, y, *, loss=None, optimizer="adam", metrics=None, start_lr:
               + (f"; curve {result.png}" if result.png else ""), file=sys.stderr)
     return result
 
-
-def _take(x, idx):
-    return [np.asarray(a)[idx] for a in x] if isinstance(x, (list, tuple)) else np.asarray(x)[idx]

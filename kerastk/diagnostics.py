@@ -9,8 +9,8 @@
 Norms are taken over each layer's *kernels* (trainable weights of rank >= 2: Dense and conv kernels,
 embeddings); biases and normalisation scales are left out so every layer's number means the same thing.
 
-Gradients come from the one backend-specific function here, :func:`_loss_and_gradients` (tf.GradientTape,
-jax.value_and_grad or torch.autograd), applied to ``model.stateless_call``: the model's variables, BatchNorm
+Gradients come from kerastk's one backend-specific gradient adapter (kerastk.viz._gradients.scalar_and_gradients:
+tf.GradientTape, jax.value_and_grad or torch.autograd), applied to ``model.stateless_call``: the model's variables, BatchNorm
 statistics and seed states are read, never changed, so the diagnostics can run between epochs of any backend's
 training (JAX's jitted loop included).
 
@@ -160,41 +160,6 @@ def _loss_function(model, loss):
     return lambda y_true, y_pred: keras.ops.mean(fn(y_true, y_pred))
 
 
-def _loss_and_gradients(loss_of, values):
-    """Backend adapter: ``loss_of(values)`` (a scalar backend tensor) and its gradients with respect to each
-    tensor of ``values`` (a list of backend tensors), as (float, [numpy arrays])."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        values = [tf.convert_to_tensor(v) for v in values]
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            loss = loss_of(values)
-        grads = tape.gradient(loss, values)
-        grads = [np.zeros(v.shape, np.float32) if g is None else g.numpy() for g, v in zip(grads, values)]
-        return float(loss), grads
-    if backend == "jax":
-        import jax
-
-        loss, grads = jax.value_and_grad(loss_of)(list(values))
-        return float(loss), [np.asarray(g) for g in grads]
-    if backend == "torch":
-        import torch
-
-        values = [v.detach().clone().requires_grad_(True) for v in values]
-        with torch.enable_grad():
-            loss = loss_of(values)
-            grads = torch.autograd.grad(loss, values, allow_unused=True) if values else []
-        grads = [np.zeros(tuple(v.shape), np.float32) if g is None else g.detach().cpu().numpy()
-                 for g, v in zip(grads, values)]
-        return float(loss.detach().cpu()), grads
-    raise ValueError(f"kerastk.diagnostics takes gradients with tensorflow, jax or torch; the active Keras backend "
-                     f"is {backend!r}.")
-
-
 def loss_and_kernel_gradients(model, x, y, loss=None, training: bool = True):
     """The loss on one batch and ``{layer name: [gradient of each kernel]}`` as numpy arrays, without changing
     the model (``stateless_call``: BatchNorm statistics and dropout seeds are not advanced)."""
@@ -211,7 +176,9 @@ def loss_and_kernel_gradients(model, x, y, loss=None, training: bool = True):
         y_pred, _ = model.stateless_call(values, non_trainable, x_t, training=training)
         return loss_fn(y_t, y_pred)
 
-    value, grads = _loss_and_gradients(loss_of, [keras.ops.convert_to_tensor(v.value) for v in trainable])
+    from kerastk.viz._gradients import scalar_and_gradients
+
+    value, _, grads = scalar_and_gradients(loss_of, [keras.ops.convert_to_tensor(v.value) for v in trainable])
     return value, {layer.name: [grads[positions[id(v)]] for v in _kernels(layer)]
                    for layer in _layers_with_kernels(model)}
 
@@ -312,30 +279,39 @@ class Diagnostics(_keras_callback_base()):
         histograms: record a weight histogram per layer per epoch.
         tensorboard_dir: folder for TensorBoard summaries (TensorFlow backend).
         loss: loss for the gradients; defaults to the model's compiled loss.
+        model: the model to inspect, when it is not the one being fit (the runner trains a wrapper with
+            augmentation layers in front and inspects the inference model inside it, which shares its weights);
+            give `loss` with it.
     """
 
-    def __init__(self, x, y, out_dir, histograms: bool = True, tensorboard_dir=None, loss=None):
+    def __init__(self, x, y, out_dir, histograms: bool = True, tensorboard_dir=None, loss=None, model=None):
         super().__init__()
         if len(np.asarray(y)) == 0 or len(np.asarray(y)) != (len(x[0]) if isinstance(x, (list, tuple)) else len(x)):
             raise ValueError(f"Diagnostics needs a non-empty sample batch with as many targets as inputs; received "
+                             f"{len(x[0]) if isinstance(x, (list, tuple)) else len(x)} inputs and "
                              f"{len(np.asarray(y))} targets.")
         self.x, self.y = x, np.asarray(y)
         self.out_dir = Path(out_dir)
         self.histograms = bool(histograms)
         self.tensorboard_dir = tensorboard_dir
         self.loss = loss
+        self.inspected = model
         self.records: list[dict] = []
         self.initial: dict | None = None
         self._writer = None
 
+    @property
+    def _target(self):
+        return self.inspected if self.inspected is not None else self.model
+
     def _measure(self, epoch: int) -> dict:
-        grads = gradient_norms(self.model, self.x, self.y, loss=self.loss)
-        dead = dead_relu_fraction(self.model, self.x)
-        record = {"epoch": epoch, "weight_norm": weight_norms(self.model), "grad_norm": grads, "dead_relu": dead,
+        grads = gradient_norms(self._target, self.x, self.y, loss=self.loss)
+        dead = dead_relu_fraction(self._target, self.x)
+        record = {"epoch": epoch, "weight_norm": weight_norms(self._target), "grad_norm": grads, "dead_relu": dead,
                   "global_grad_norm": float(math.sqrt(sum(g * g for g in grads.values()))),
                   "mean_dead_relu": float(np.mean(list(dead.values()))) if dead else 0.0}
         if self.histograms:
-            record["histograms"] = {k: _histogram(v) for k, v in _kernel_values(self.model).items()}
+            record["histograms"] = {k: _histogram(v) for k, v in _kernel_values(self._target).items()}
         return record
 
     def on_train_begin(self, logs=None):
@@ -376,7 +352,7 @@ class Diagnostics(_keras_callback_base()):
                 tf.summary.scalar(f"grad_norm/{name}", value)
             for name, value in record["weight_norm"].items():
                 tf.summary.scalar(f"weight_norm/{name}", value)
-            for name, values in _kernel_values(self.model).items():
+            for name, values in _kernel_values(self._target).items():
                 tf.summary.histogram(f"weights/{name}", values)
         self._writer.flush()
 

@@ -17,6 +17,7 @@ quiet machine.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -84,6 +85,9 @@ class TrainingOptions:
                 raise ValueError(f"Training option {name} must be {bound}; received {value!r}.")
         if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ValueError(f"Training option warmup_epochs must be an integer >= 0; received {self.warmup_epochs!r}.")
+        if self.warmup_epochs and self.lr_schedule == "plateau":
+            raise ValueError("Warm-up needs a schedule; 'plateau' lowers a constant rate on plateaus. Pick another "
+                             "lr_schedule (e.g. cosine) or drop warmup_epochs.")
         return self
 
     def changed(self) -> dict:
@@ -93,29 +97,40 @@ class TrainingOptions:
                 if getattr(self, f.name) != getattr(default, f.name)}
 
 
-def make_optimizer(optimizer, learning_rate, **overrides):
+def make_optimizer(optimizer, learning_rate=None, **overrides):
     """A Keras optimizer from a name ("adam", "sgd", "rmsprop" ...) or an instance.
 
     `overrides` (e.g. clipnorm=1.0, weight_decay=1e-4, use_ema=True) go into the optimizer's config; an instance
-    is then rebuilt from its config with them, keeping its own learning rate unless `learning_rate` is a schedule.
+    is then rebuilt from its config with them. `learning_rate` (a float or a schedule) replaces the instance's
+    own rate; None keeps it (a name needs one). Decoupled weight decay leaves biases and normalisation
+    parameters alone, as L2 penalties here do.
     """
     import keras
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if isinstance(optimizer, str):
+        if learning_rate is None:
+            raise ValueError(f"make_optimizer({optimizer!r}) needs a learning_rate.")
         try:
-            return keras.optimizers.get({"class_name": optimizer,
-                                         "config": {"learning_rate": learning_rate, **overrides}})
+            opt = keras.optimizers.get({"class_name": optimizer,
+                                        "config": {"learning_rate": learning_rate, **overrides}})
         except ValueError:
             raise ValueError(f"Unknown optimizer {optimizer!r}; use a Keras optimizer name such as 'adam', "
                              "'sgd', 'rmsprop', 'adagrad', 'adamw'.") from None
-    config = optimizer.get_config()
-    current = config["learning_rate"]
-    same_rate = (isinstance(learning_rate, (int, float)) and isinstance(current, (int, float))
-                 and abs(learning_rate - current) <= 1e-6 * abs(current))  # the config holds a float32 value
-    if overrides or not same_rate:
-        return type(optimizer).from_config({**config, **overrides, "learning_rate": learning_rate})
-    return optimizer
+    else:
+        config = optimizer.get_config()
+        current = config["learning_rate"]
+        same_rate = learning_rate is None or (
+            isinstance(learning_rate, (int, float)) and isinstance(current, (int, float))
+            and abs(learning_rate - current) <= 1e-6 * abs(current))  # the config holds a float32 value
+        if not overrides and same_rate:
+            return optimizer
+        if not same_rate:
+            config["learning_rate"] = learning_rate
+        opt = type(optimizer).from_config({**config, **overrides})
+    if overrides.get("weight_decay"):
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
 
 
 def optimizer_learning_rate(optimizer, default: float) -> float:
@@ -132,21 +147,30 @@ def optimizer_learning_rate(optimizer, default: float) -> float:
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
 
 
-def apply_weight_penalty(model, l1: float = 0.0, l2: float = 0.0) -> int:
-    """Put an L1/L2 penalty (keras.regularizers.L1L2) on every kernel of `model`; returns how many.
+@contextlib.contextmanager
+def weight_penalty(model, l1: float = 0.0, l2: float = 0.0):
+    """Within the block, an L1/L2 penalty (keras.regularizers.L1L2) on every kernel of `model`; yields how many.
 
     Keras adds a variable's regularizer to the training loss (JAX's jitted step included), so setting it on
     the built model's kernels equals building the layers with ``kernel_regularizer=``. Biases and normalisation
-    parameters are left free, as usual. The penalty is a training-time attribute: the saved .keras config and
-    the exported graph do not carry it.
+    parameters are left free, as usual. On leaving, each kernel gets its own regularizer back (a model built
+    with ``kernel_regularizer=`` keeps it); with l1 = l2 = 0 nothing is touched. The saved .keras config and
+    the exported graph never carry the penalty.
     """
     import keras
 
-    regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+    if not (l1 or l2):
+        yield 0
+        return
     kernels = [v for v in model.trainable_weights if v.name in KERNEL_NAMES]
+    saved = [v.regularizer for v in kernels]
     for v in kernels:
-        v.regularizer = regularizer
-    return len(kernels)
+        v.regularizer = keras.regularizers.L1L2(l1=l1, l2=l2)
+    try:
+        yield len(kernels)
+    finally:
+        for v, regularizer in zip(kernels, saved):
+            v.regularizer = regularizer
 
 
 CROSS_ENTROPY = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
@@ -154,28 +178,32 @@ CROSS_ENTROPY = ("categorical_crossentropy", "sparse_categorical_crossentropy", 
 
 def with_label_smoothing(loss, amount: float):
     """The same cross-entropy loss with label smoothing `amount` (Keras's own argument; sparse labels through
-    kerastk.losses.SparseCategoricalCrossentropy, since Keras's sparse loss has none). Other losses: ValueError."""
+    kerastk.losses.SparseCategoricalCrossentropy, since Keras's sparse loss has none). A loss object keeps its
+    other settings (from_logits, reduction, axis). Other losses: ValueError."""
     import keras
 
     if not amount:
         return loss
     from kerastk.losses import SparseCategoricalCrossentropy
 
-    keras_classes = {"categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-                     "binary_crossentropy": keras.losses.BinaryCrossentropy,
-                     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy}
     if isinstance(loss, str):
-        name, from_logits = loss, False
-    else:
-        names = {keras.losses.CategoricalCrossentropy: "categorical_crossentropy",
-                 keras.losses.BinaryCrossentropy: "binary_crossentropy",
-                 keras.losses.SparseCategoricalCrossentropy: "sparse_categorical_crossentropy",
-                 SparseCategoricalCrossentropy: "sparse_categorical_crossentropy"}
-        name, from_logits = names.get(type(loss)), bool(getattr(loss, "from_logits", False))
-    if name not in keras_classes:
-        raise ValueError(f"Label smoothing applies to cross-entropy losses ({', '.join(CROSS_ENTROPY)}); this run's "
-                         f"loss is {getattr(loss, 'name', loss)!r}.")
-    return keras_classes[name](label_smoothing=amount, from_logits=from_logits)
+        classes = {"categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+                   "binary_crossentropy": keras.losses.BinaryCrossentropy,
+                   "sparse_categorical_crossentropy": SparseCategoricalCrossentropy}
+        if loss in classes:
+            return classes[loss](label_smoothing=amount)
+    elif isinstance(loss, (keras.losses.CategoricalCrossentropy, keras.losses.BinaryCrossentropy,
+                           SparseCategoricalCrossentropy)):
+        return type(loss).from_config({**loss.get_config(), "label_smoothing": amount})
+    elif isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        config = loss.get_config()
+        if config.get("ignore_class") is not None:
+            raise ValueError("Label smoothing with ignore_class is not supported; drop --label-smoothing or use "
+                             "a loss without ignore_class.")
+        return SparseCategoricalCrossentropy(label_smoothing=amount, from_logits=config["from_logits"],
+                                             reduction=config["reduction"], name=config["name"])
+    raise ValueError(f"Label smoothing applies to cross-entropy losses ({', '.join(CROSS_ENTROPY)}); this run's "
+                     f"loss is {getattr(loss, 'name', loss)!r}.")
 
 
 def read_history(csv_path) -> dict:
@@ -306,8 +334,6 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
         train_model = keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
     loss = with_label_smoothing(loss, options.label_smoothing)
-    apply_weight_penalty(train_model, options.l1, options.l2)
-    base_lr = options.learning_rate or optimizer_learning_rate(optimizer, learning_rate)
     if options.lr_find:
         from kerastk.callbacks import lr_find
 
@@ -318,8 +344,11 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         raise LRFindFinished(found)
     from kerastk.callbacks import make_schedule
 
-    steps_per_epoch = -(-num_rows(data.x_train) // batch_size)
-    rate = make_schedule(options.lr_schedule, base_lr, steps_per_epoch, epochs, options.warmup_epochs)
+    rate = learning_rate if isinstance(optimizer, str) else None  # None: an instance keeps its own rate
+    if options.lr_schedule != "plateau" or options.learning_rate is not None:
+        base_lr = options.learning_rate or optimizer_learning_rate(optimizer, learning_rate)
+        steps_per_epoch = -(-num_rows(data.x_train) // batch_size)
+        rate = make_schedule(options.lr_schedule, base_lr, steps_per_epoch, epochs, options.warmup_epochs)
     train_model.compile(optimizer=make_optimizer(optimizer, rate, clipnorm=options.clipnorm,
                                                  weight_decay=options.weight_decay, use_ema=options.ema or None,
                                                  ema_momentum=options.ema_momentum if options.ema else None),
@@ -328,14 +357,17 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
     if options.diagnostics:
         from kerastk.diagnostics import Diagnostics
 
-        diagnostics = Diagnostics(take_rows(data.x_train, 256), data.y_train[:256], run_dir,
-                                  tensorboard_dir=run_dir / "logs" if tensorboard else None)
+        probe = np.linspace(0, num_rows(data.x_train) - 1, min(256, num_rows(data.x_train))).astype(int)
+        diagnostics = Diagnostics(take_rows(data.x_train, probe), data.y_train[probe], run_dir, loss=loss,
+                                  model=model, tensorboard_dir=run_dir / "logs" if tensorboard else None)
     cbs = _callbacks(run_dir, monitor, patience, lr_patience, lr_factor, min_lr, tensorboard, callbacks,
                      plateau=options.lr_schedule == "plateau", ema=options.ema, diagnostics=diagnostics)
     t0 = time.perf_counter()
-    fit = train_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
-                    batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True)
-    train_seconds = time.perf_counter() - t0
+    with weight_penalty(train_model, options.l1, options.l2):
+        fit = train_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+                              epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True)
+        train_seconds = time.perf_counter() - t0
+        evaluated = train_model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
     history = read_history(run_dir / "history.csv")
 
     def score(predictions):
@@ -343,7 +375,6 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
             return dict(evaluate_fn(predictions))
         return task_metrics(data.task, data.y_test, predictions, threshold)
 
-    evaluated = train_model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
     keras_pred = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
     test_metrics = {**{k: float(v) for k, v in evaluated.items()},
                     **score(keras_pred)}
@@ -523,9 +554,11 @@ def smoke_subset(data, n_train: int = 256, n_eval: int = 128):
         y_test=data.y_test[:n_eval])
 
 
-def take_rows(x, n: int):
-    """The first `n` rows of an input array, or of each array of a multi-input list."""
-    return [a[:n] for a in x] if isinstance(x, (list, tuple)) else x[:n]
+def take_rows(x, rows):
+    """Rows of an input array, or of each array of a multi-input list: `rows` is a count (the first rows) or an
+    array of row indices."""
+    sel = slice(None, rows) if isinstance(rows, (int, np.integer)) else np.asarray(rows)
+    return [a[sel] for a in x] if isinstance(x, (list, tuple)) else x[sel]
 
 
 def num_rows(x) -> int:

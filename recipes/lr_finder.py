@@ -58,7 +58,10 @@ def plot(found, histories, path):
 
 
 def main(argv=None):
-    args = parse_recipe_args(recipe_parser(__doc__, EPOCHS, BATCH_SIZE), argv)
+    parser = recipe_parser(__doc__, EPOCHS, BATCH_SIZE)
+    args = parse_recipe_args(parser, argv)
+    if args.learning_rate is not None or args.lr_find:
+        parser.error("lr_finder picks its learning rates itself (--learning-rate / --lr-find do not apply)")
     set_seed(args.seed)
     out = Path(args.out) / "lr_finder"
 

@@ -59,7 +59,10 @@ def plot(curves, rates, path):
 
 
 def main(argv=None):
-    args = parse_recipe_args(recipe_parser(__doc__, EPOCHS, BATCH_SIZE), argv)
+    parser = recipe_parser(__doc__, EPOCHS, BATCH_SIZE)
+    args = parse_recipe_args(parser, argv)
+    if args.lr_schedule != "plateau":
+        parser.error("schedules_compare runs every schedule itself (--lr-schedule does not apply)")
     set_seed(args.seed)
     out = Path(args.out) / "schedules_compare"
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,9 @@ def main(argv=None):
     results, curves, rates = {}, {}, {}
     for tag, schedule in SCHEDULES.items():
         model.set_weights(initial)
-        options = dataclasses.replace(args.options, lr_schedule=schedule)
+        # --warmup-epochs applies to the schedules that can take it (plateau cannot)
+        options = dataclasses.replace(args.options, lr_schedule=schedule,
+                                      warmup_epochs=0 if schedule == "plateau" else args.options.warmup_epochs)
         results[tag] = r = run(
             model, data, f"schedules_{tag}", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
             optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM), learning_rate=LEARNING_RATE,
@@ -85,8 +90,9 @@ def main(argv=None):
         steps = np.arange(len(r.history["epoch"]) * steps_per_epoch)
         if schedule == "plateau":  # ReduceLROnPlateau logs the rate each epoch ran at
             lr = np.repeat(r.history["learning_rate"], steps_per_epoch)
-        else:
-            lr = schedule_values(make_schedule(schedule, LEARNING_RATE, steps_per_epoch, args.epochs), steps)
+        else:  # the schedule the run used, step by step
+            lr = schedule_values(make_schedule(schedule, options.learning_rate or LEARNING_RATE, steps_per_epoch,
+                                               args.epochs, options.warmup_epochs), steps)
         rates[tag] = (steps, lr)
     plot(curves, rates, out / "schedules.png")
 

@@ -10,7 +10,7 @@ import pytest
 from kerastk.callbacks import SCHEDULES, CyclicLR, LinearWarmup, LRFinder, lr_find, make_schedule, schedule_values
 from kerastk.data import Dataset
 from kerastk.losses import SparseCategoricalCrossentropy
-from kerastk.training import (LRFindFinished, TrainingOptions, apply_weight_penalty, make_optimizer, run,
+from kerastk.training import (LRFindFinished, TrainingOptions, make_optimizer, run, weight_penalty,
                               with_label_smoothing)
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -136,14 +136,17 @@ def test_label_smoothing_losses():
 
 
 def test_weight_penalty_and_optimizer_switches():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(2)])
-    assert apply_weight_penalty(model, l2=0.01) == 2  # two kernels; no bias, no BatchNorm parameter
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_regularizer="l1"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    own = float(keras.ops.convert_to_numpy(model.losses[0]))  # the model's own L1 penalty on its first kernel
     kernels = [w for w in model.get_weights() if w.ndim == 2]
-    penalty = sum(float(keras.ops.convert_to_numpy(v)) for v in model.losses)
-    assert penalty == pytest.approx(0.01 * sum(float(np.sum(k ** 2)) for k in kernels), rel=1e-5)
-    apply_weight_penalty(model)  # switched off again
-    assert model.losses == []
+    with weight_penalty(model, l2=0.01) as count:
+        assert count == 2  # two kernels; no bias, no BatchNorm parameter
+        penalty = sum(float(keras.ops.convert_to_numpy(v)) for v in model.losses)
+        assert penalty == pytest.approx(0.01 * sum(float(np.sum(k ** 2)) for k in kernels), rel=1e-5)
+    assert [float(keras.ops.convert_to_numpy(v)) for v in model.losses] == [pytest.approx(own)]  # put back
+    with weight_penalty(model) as count:  # nothing asked: nothing touched
+        assert count == 0 and len(model.losses) == 1
     opt = make_optimizer("adam", 1e-3, clipnorm=1.0, weight_decay=1e-4, use_ema=True, ema_momentum=0.9)
     config = opt.get_config()
     assert (config["clipnorm"], config["weight_decay"], config["use_ema"], config["ema_momentum"]) == (1.0, 1e-4,
@@ -151,7 +154,10 @@ def test_weight_penalty_and_optimizer_switches():
     sgd = keras.optimizers.SGD(0.05, momentum=0.9)
     rebuilt = make_optimizer(sgd, 0.05, clipnorm=2.0)
     assert rebuilt is not sgd and rebuilt.get_config()["momentum"] == 0.9 and rebuilt.get_config()["clipnorm"] == 2.0
-    assert make_optimizer(sgd, 0.05) is sgd
+    assert make_optimizer(sgd, 0.05) is sgd and make_optimizer(sgd) is sgd
+    decayed = make_optimizer("adamw", 1e-3, weight_decay=0.01)
+    decayed.build([keras.Variable(np.ones((2, 2)), name="kernel"), keras.Variable(np.ones(2), name="bias")])
+    assert [decayed._use_weight_decay(v) for v in decayed._trainable_variables] == [True, False]
 
 
 def regression_data(n=64, seed=0):
@@ -203,8 +209,8 @@ def test_schedule_is_logged_per_epoch(tmp_path):
     result = run(model, data, "sched", loss="mse", metrics=[], learning_rate=0.01, epochs=4, batch_size=16,
                  out=tmp_path, patience=50, verbose=0, export=False,
                  options=TrainingOptions(lr_schedule="triangular"))
-    steps_per_epoch = 4  # 64 / 16; the rate logged at the end of epoch e is the one for step 4 (e + 1)
-    expected = smith_clr(np.arange(1, 5) * steps_per_epoch, 0.0025, 0.01, 2 * steps_per_epoch, "triangular")
+    steps_per_epoch = 4  # 64 / 16; the rate logged for epoch e is the one it started with, at step 4 e
+    expected = smith_clr(np.arange(4) * steps_per_epoch, 0.0025, 0.01, 2 * steps_per_epoch, "triangular")
     np.testing.assert_allclose(result.history["learning_rate"], expected, rtol=1e-5)
 
 
@@ -212,9 +218,12 @@ def test_recipe_lr_find_stops_before_training(tmp_path):
     main = runpy.run_path(str(RECIPES / "digits_mlp.py"))["main"]
     with pytest.raises(LRFindFinished) as stop:
         main(["--smoke", "--out", str(tmp_path), "--lr-find"])
-    assert stop.value.code == 0 and 1e-7 < stop.value.result.suggestion < 10
+    found = stop.value.result
+    assert stop.value.code == 0 and found.min_loss_lr / 1000 <= found.suggestion <= found.min_loss_lr
+    assert found.smoothed.min() < 0.5 * found.smoothed[0]  # the range test really trained the MLP
     run_dir = tmp_path / "digits_mlp"
     assert (run_dir / "lr_find.png").is_file() and not (run_dir / "model.onnx").exists()
+    assert len(json.loads((run_dir / "lr_find.json").read_text())["lrs"]) == len(found.lrs)
 
 
 def test_cli_lr_find(tmp_path, capsys):
@@ -230,7 +239,8 @@ def test_cli_lr_find(tmp_path, capsys):
     (["--label-smoothing", "1.5"], "label_smoothing must be in [0.0, 1.0)"),
     (["--clipnorm", "0"], "clipnorm must be > 0.0"),
     (["--l2", "-1"], "l2 must be >= 0.0"),
-    (["--warmup-epochs", "2"], None),  # parses; the schedule check happens in run()
+    (["--warmup-epochs", "2"], "Warm-up needs a schedule"),
+    (["--warmup-epochs", "2", "--lr-schedule", "cosine"], None),
 ])
 def test_recipe_flags_are_checked(flags, message, capsys):
     from kerastk.training import parse_recipe_args, recipe_parser
