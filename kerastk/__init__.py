@@ -21,7 +21,8 @@ _LAZY = {
     "register_model": "kerastk.models.registry",
     "count_flops": "kerastk.flops",
 }
-_SUBMODULES = {"data", "models", "deploy", "training", "backend", "layers", "losses", "metrics", "cli", "viz"}
+_SUBMODULES = {"data", "models", "deploy", "training", "backend", "layers", "losses", "metrics", "cli", "viz",
+               "callbacks", "diagnostics", "distribute", "rl"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES])
 

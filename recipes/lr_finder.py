@@ -21,6 +21,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.callbacks import lr_find
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.viz.curves import compare_curves, save_figure
 
 EPOCHS = 6  # enough to separate a good rate from a timid one
 BATCH_SIZE = 64
@@ -46,15 +47,8 @@ def plot(found, histories, path):
     ax1.set_ylim(0, float(found.smoothed[0]) * 1.6)
     ax1.set(xlabel="learning rate", ylabel="training loss", title="LR range test (SGD + momentum)")
     ax1.legend(fontsize=8)
-    for i, (tag, history) in enumerate(histories.items()):
-        ax2.plot(range(1, len(history["val_accuracy"]) + 1), history["val_accuracy"], marker=".",
-                 color=f"C{i + 1}", label=f"{tag}")
-    ax2.set(xlabel="epoch", ylabel="validation accuracy", title="training at each rate")
-    ax2.grid(alpha=0.3)
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    compare_curves(ax2, histories, "val_accuracy", title="training at each rate", first_colour=1)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.data.augment import augmentation
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.viz.curves import compare_curves, save_figure
 
 EPOCHS = 30  # long enough for the plain network to memorise its 1,000 digits
 BATCH_SIZE = 32
@@ -55,15 +56,9 @@ def plot(summary, curves, path):
     ax1.set_ylim(min(val) - 0.05, 1.03)
     ax1.set(ylabel="accuracy", title=f"MLP on {N_TRAIN} MNIST digits")
     ax1.legend(loc="lower right")
-    for i, (tag, history) in enumerate(curves.items()):  # accuracy, not loss: the L2 and label-smoothing
-        ax2.plot(range(1, len(history["val_accuracy"]) + 1), history["val_accuracy"], color=f"C{i}",  # losses
-                 label=tag)  # include their own terms and are not comparable
-    ax2.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy per epoch")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    # accuracy, not loss: the L2 and label-smoothing losses include their own terms and are not comparable
+    compare_curves(ax2, curves, "val_accuracy", title="validation accuracy per epoch")
+    save_figure(fig, path)
 
 
 def main(argv=None):

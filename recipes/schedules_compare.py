@@ -27,6 +27,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.callbacks import make_schedule, schedule_values
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.viz.curves import compare_curves, save_figure
 
 EPOCHS = 12  # equal for every schedule; SGDR's periods 2 + 4 + 8 epochs end near the last epoch
 BATCH_SIZE = 64
@@ -47,15 +48,8 @@ def plot(curves, rates, path):
         ax1.plot(steps, lr, color=f"C{i}", label=tag)
     ax1.set(xlabel="step", ylabel="learning rate", title="learning rate per step", yscale="log")
     ax1.legend(fontsize=8)
-    for i, (tag, history) in enumerate(curves.items()):
-        ax2.plot(range(1, len(history["val_accuracy"]) + 1), history["val_accuracy"], marker=".", color=f"C{i}",
-                 label=f"{tag} ({history['val_accuracy'][-1]:.3f})")
-    ax2.set(xlabel="epoch", ylabel="validation accuracy", title="LeNet-5 on MNIST, SGD + momentum")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    compare_curves(ax2, curves, "val_accuracy", title="LeNet-5 on MNIST, SGD + momentum", show_last=True)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -259,3 +259,19 @@ def test_clear_errors_for_bad_input():
         viz.saliency_map(flat, np.zeros((1, 4)))
     with pytest.raises(ValueError, match="no layer with a 4-D"):
         viz.last_conv_layer(flat)
+
+
+def test_compare_curves_draws_one_line_per_run(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kerastk.viz import compare_curves, save_figure
+
+    fig, ax = plt.subplots()
+    compare_curves(ax, {"a": {"val_accuracy": [0.5, 0.7]}, "b": {"val_accuracy": [0.4, 0.6, 0.9]}}, show_last=True)
+    assert [line.get_label() for line in ax.get_lines()] == ["a (0.700)", "b (0.900)"]
+    assert list(ax.get_lines()[1].get_xdata()) == [1, 2, 3] and ax.get_ylabel() == "val accuracy"
+    png = save_figure(fig, tmp_path / "c.png")
+    assert png.stat().st_size > 5_000 and not plt.get_fignums()

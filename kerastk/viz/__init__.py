@@ -26,6 +26,9 @@ _LAZY = {
     "plot_detections": "kerastk.viz.boxes",
     # volumes.py: slices of 3-D volumes, their true and predicted masks
     "plot_volume_slices": "kerastk.viz.volumes",
+    # curves.py: several runs' training curves on one axis
+    "compare_curves": "kerastk.viz.curves",
+    "save_figure": "kerastk.viz.curves",
 }
 
 __all__ = sorted(_LAZY)
