@@ -162,6 +162,12 @@ def schedule_values(schedule, steps) -> np.ndarray:
     steps = np.arange(steps) if np.isscalar(steps) else np.asarray(steps)
     if not callable(schedule):
         return np.full(len(steps), float(schedule), dtype=np.float64)
+    try:  # Keras's schedules and kerastk's are element-wise: one call for all the steps
+        values = np.asarray(ops.convert_to_numpy(schedule(ops.convert_to_tensor(steps, "float32"))), np.float64)
+        if values.shape == steps.shape:
+            return values
+    except Exception:  # a schedule written for scalar steps (e.g. Keras's step decay on torch): step by step
+        pass
     return np.array([float(ops.convert_to_numpy(schedule(int(s)))) for s in steps], dtype=np.float64)
 
 
