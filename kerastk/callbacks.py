@@ -20,6 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerastk.models._common import check_int
+
 SCHEDULES = ("plateau", "constant", "step", "exponential", "cosine", "sgdr", "triangular", "triangular2",
              "exp_range")
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
@@ -122,13 +124,11 @@ def make_schedule(name: str, learning_rate: float, steps_per_epoch: int, epochs:
     """
     if name not in SCHEDULES:
         raise ValueError(f"Unknown learning-rate schedule {name!r}; expected one of {', '.join(SCHEDULES)}.")
-    for arg, value in (("steps_per_epoch", steps_per_epoch), ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"make_schedule: `{arg}` must be a positive integer; received {value!r}.")
+    check_int("steps_per_epoch", steps_per_epoch)
+    check_int("epochs", epochs)
+    check_int("warmup_epochs", warmup_epochs, minimum=0)
     if not learning_rate > 0:
         raise ValueError(f"make_schedule: learning_rate must be > 0; received {learning_rate!r}.")
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"make_schedule: warmup_epochs must be an integer >= 0; received {warmup_epochs!r}.")
     schedules = keras.optimizers.schedules
     lr, total = float(learning_rate), steps_per_epoch * epochs
     if name == "plateau":
@@ -253,8 +253,7 @@ class LRFinder:
                  smoothing: float = 0.9, diverge_factor: float = 4.0, skip_start: int = 5):
         if not 0 < start_lr < end_lr:
             raise ValueError(f"LRFinder needs 0 < start_lr < end_lr; received start_lr={start_lr}, end_lr={end_lr}.")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 10:
-            raise ValueError(f"LRFinder num_steps must be an integer >= 10; received {num_steps!r}.")
+        check_int("num_steps", num_steps, minimum=10)
         if not 0 <= smoothing < 1:
             raise ValueError(f"LRFinder smoothing must be in [0, 1); received {smoothing}.")
         self.start_lr, self.end_lr, self.num_steps = float(start_lr), float(end_lr), num_steps

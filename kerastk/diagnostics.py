@@ -456,8 +456,9 @@ def overfit_one_batch(model, x, y, loss=None, optimizer="adam", learning_rate: f
 
     from kerastk.training import make_optimizer
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be a positive integer; received steps={steps!r}.")
+    from kerastk.models._common import check_int
+
+    check_int("steps", steps)
     if not learning_rate >= 0:
         raise ValueError(f"`learning_rate` must be >= 0; received learning_rate={learning_rate!r}.")
     if not target > 0:

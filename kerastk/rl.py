@@ -184,8 +184,9 @@ def play_episodes(policy, n_episodes: int, env_id: str = "CartPole-v1", seed: in
     """
     import gymnasium as gym
 
-    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
-        raise ValueError(f"`n_episodes` must be a positive integer; received {n_episodes!r}.")
+    from kerastk.models._common import check_int
+
+    check_int("n_episodes", n_episodes)
     envs = [gym.make(env_id) for _ in range(n_episodes)]
     try:
         obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype("float32")
@@ -235,10 +236,11 @@ def reinforce(model, iterations: int, episodes_per_iteration: int = 16, gamma: f
         target: stop once the average return of the last `window` training episodes reaches it (None: never).
         on_iteration: `on_iteration(iteration, log)` after each step (printing progress).
     """
+    from kerastk.models._common import check_int
+
     for arg, value in (("iterations", iterations), ("episodes_per_iteration", episodes_per_iteration),
                        ("window", window)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{arg}` must be a positive integer; received {arg}={value!r}.")
+        check_int(arg, value)
     rng = np.random.default_rng(seed)
     log = TrainingLog()
     for it in range(iterations):

@@ -69,6 +69,7 @@ class TrainingOptions:
 
     def check(self):
         from kerastk.callbacks import SCHEDULES
+        from kerastk.models._common import check_int
 
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}; expected one of {', '.join(SCHEDULES)}.")
@@ -83,8 +84,7 @@ class TrainingOptions:
             if not ok:
                 bound = f"in [{lo}, {hi})" if hi is not None else (f">= {lo}" if closed else f"> {lo}")
                 raise ValueError(f"Training option {name} must be {bound}; received {value!r}.")
-        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
-            raise ValueError(f"Training option warmup_epochs must be an integer >= 0; received {self.warmup_epochs!r}.")
+        check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         if self.warmup_epochs and self.lr_schedule == "plateau":
             raise ValueError("Warm-up needs a schedule; 'plateau' lowers a constant rate on plateaus. Pick another "
                              "lr_schedule (e.g. cosine) or drop warmup_epochs.")
