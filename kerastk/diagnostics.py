@@ -285,12 +285,14 @@ class Diagnostics(_keras_callback_base()):
     """
 
     def __init__(self, x, y, out_dir, histograms: bool = True, tensorboard_dir=None, loss=None, model=None):
+        from kerastk.training import num_rows
+
         super().__init__()
-        if len(np.asarray(y)) == 0 or len(np.asarray(y)) != (len(x[0]) if isinstance(x, (list, tuple)) else len(x)):
+        rows, y = num_rows(x), np.asarray(y)
+        if len(y) == 0 or len(y) != rows:
             raise ValueError(f"Diagnostics needs a non-empty sample batch with as many targets as inputs; received "
-                             f"{len(x[0]) if isinstance(x, (list, tuple)) else len(x)} inputs and "
-                             f"{len(np.asarray(y))} targets.")
-        self.x, self.y = x, np.asarray(y)
+                             f"{rows} inputs and {len(y)} targets.")
+        self.x, self.y = x, y
         self.out_dir = Path(out_dir)
         self.histograms = bool(histograms)
         self.tensorboard_dir = tensorboard_dir
@@ -463,7 +465,9 @@ def overfit_one_batch(model, x, y, loss=None, optimizer="adam", learning_rate: f
         raise ValueError(f"`learning_rate` must be >= 0; received learning_rate={learning_rate!r}.")
     if not target > 0:
         raise ValueError(f"`target` must be a positive loss; received target={target!r}.")
-    n = len(x[0]) if isinstance(x, (list, tuple)) else len(x)
+    from kerastk.training import num_rows
+
+    n = num_rows(x)
     if n == 0 or n != len(y):
         raise ValueError(f"overfit_one_batch needs a non-empty batch with one target per sample; received "
                          f"{n} samples and {len(y)} targets.")
