@@ -230,9 +230,9 @@ class LRFindResult:
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        from kerastk.viz.curves import save_figure
+
+        save_figure(fig, path)
         self.png = Path(path)
         return self.png
 

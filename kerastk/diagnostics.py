@@ -419,9 +419,9 @@ def plot_diagnostics(summary: dict, path, title: str = "") -> Path:
         axes[1 + j // cols][j % cols].axis("off")
     if title:
         fig.suptitle(f"diagnostics: {title}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from kerastk.viz.curves import save_figure
+
+    save_figure(fig, path, dpi=90)
     return Path(path)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import kerastk
 from kerastk.backend import active_backend, set_seed
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.viz.curves import save_figure
 
 EPOCHS = 60  # enough for the shuffled labels to be memorised (the true labels need ~10)
 BATCH_SIZE = 64  # small batches: more updates per epoch for memorisation
@@ -62,9 +63,7 @@ def plot(results, path, title):
     axes[2].axhline(0.1, color="gray", ls="--", lw=1)
     axes[2].text(1, 0.12, "chance", color="gray", fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

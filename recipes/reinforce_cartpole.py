@@ -25,6 +25,7 @@ import numpy as np
 from kerastk import rl
 from kerastk.backend import active_backend, set_seed, versions
 from kerastk.training import parse_recipe_args, recipe_parser
+from kerastk.viz.curves import save_figure
 
 ENV_ID = "CartPole-v1"  # 500-step episodes, +1 per step the pole stays up
 EPOCHS = 200  # maximum iterations; the target is usually reached in 30-50
@@ -70,9 +71,7 @@ def plot_learning(log, eval_returns, target, path, title):
                       fontsize=10)
     ax_eval.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_history(log, path):

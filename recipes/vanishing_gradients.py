@@ -21,6 +21,7 @@ import numpy as np
 from kerastk.backend import active_backend, set_seed
 from kerastk.diagnostics import gradient_norms
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.viz.curves import save_figure
 
 EPOCHS = 30  # every variant trains the same number of epochs (no early stopping: see patience below)
 BATCH_SIZE = 64
@@ -98,9 +99,7 @@ def plot(results, path, title, depth):
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
