@@ -14,8 +14,26 @@ BACKENDS = ("tensorflow", "jax", "torch")
 EXPORTERS = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}
 
 
+def check_backend_env() -> None:
+    """Raise a ValueError naming the supported backends when KERAS_BACKEND holds something else.
+
+    Keras itself only says "Unable to import backend : <name>" on import; kerastk calls this before importing
+    keras (the registry, the runner, this module's functions) so the message says what to set instead.
+    """
+    import sys
+
+    if "keras" in sys.modules:  # imported already: the backend is fixed for this process
+        return
+    value = os.environ.get("KERAS_BACKEND")
+    if value is not None and value not in BACKENDS:
+        raise ValueError(f"KERAS_BACKEND={value!r} is not a backend kerastk runs on; expected one of "
+                         f"{', '.join(BACKENDS)}. Set it before Python starts, e.g. `KERAS_BACKEND=jax kerastk info` "
+                         "(unset, Keras uses tensorflow).")
+
+
 def active_backend() -> str:
     """Name of the backend keras was imported with ("tensorflow", "jax" or "torch")."""
+    check_backend_env()
     import keras
 
     return keras.backend.backend()
@@ -50,6 +68,7 @@ def versions() -> dict:
 
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and the active backend (Keras's own utility)."""
+    check_backend_env()
     import keras
 
     keras.utils.set_random_seed(int(seed))

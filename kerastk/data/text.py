@@ -292,6 +292,10 @@ def load_imdb(seed, num_words: int = 10_000, maxlen: int = 200, n_samples: int =
         raise ValueError(f"`source` must be 'auto', 'keras' or 'generated'; received source={source!r}.")
     preprocessing = {**TOKENS_PREPROCESSING, "unit": "word", "start_id": 1, "unknown_id": 2, "padding": "pre"}
     classes = ["negative", "positive"]
+    if source == "keras" and os.environ.get("KERASTK_OFFLINE", "0") == "1":
+        raise ValueError("source='keras' asks for keras.datasets.imdb, but KERASTK_OFFLINE=1 forbids the download. "
+                         "Unset KERASTK_OFFLINE (online, or with the file cached in ~/.keras/datasets), or use "
+                         "source='auto' / 'generated' for the offline stand-in.")
     if source in ("auto", "keras") and os.environ.get("KERASTK_OFFLINE", "0") != "1":
         try:
             import keras

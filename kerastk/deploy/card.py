@@ -56,6 +56,9 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
             "export_seconds": export_result.seconds,
             "parity": export_result.validation.to_dict(),
             "export_attempts": export_result.attempts,
+            "optimize": export_result.optimize,
+            # route, node and Transpose counts (as exported and as shipped), bytes, batch-1 onnxruntime latency
+            "graph": {"route": export_result.route, **export_result.graph},
         })
     card.update(extra or {})
     card_path = Path(card_path) if card_path else card_path_for(onnx_path)

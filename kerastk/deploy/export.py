@@ -6,10 +6,16 @@ file are backend-independent, so when the active backend's file does not validat
 model under another backend in a subprocess, exports there and validates that file against the *same* Keras
 model in this process. The first file that validates is moved to the output path; nothing that failed is left
 there.
+
+With ``optimize=True`` (the default) the route is chosen for the graph it gives, not for the backend that
+trained the model: TensorFlow's exporter first when it is installed (its graphs keep one Transpose where the JAX
+and torch routes keep dozens, and run fastest in onnxruntime), then onnxruntime's offline basic optimisation.
+``optimize="measure"`` exports through every installed route and ships the one onnxruntime runs fastest.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import subprocess
@@ -41,6 +47,8 @@ class ExportResult:
     opset: int
     validation: ValidationReport
     attempts: list  # [{route, seconds, error or validation figures}] in the order tried
+    optimize: str = "off"  # "rule", "measure" or "off" (see export_onnx)
+    graph: dict = dataclasses.field(default_factory=dict)  # node / Transpose counts, bytes, batch-1 latency
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -88,12 +96,14 @@ def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800) -> l
     return json.loads(proc.stdout.strip().splitlines()[-1]).get("fixes", [])
 
 
-def _routes(requested, active):
+def _routes(requested, active, optimize=False):
     from kerastk.backend import BACKENDS, backend_available
 
     if requested in (None, "auto"):
-        order = [active] + [r for r in ROUTE_PREFERENCE if r != active]
-        return [r for r in order if r == active or backend_available(r)]
+        # optimize: the route with the fastest graphs first, whatever trained the model; else the active backend
+        first = [r for r in ROUTE_PREFERENCE if backend_available(r) or r == active][:1] if optimize else [active]
+        order = first + [r for r in (active, *ROUTE_PREFERENCE) if r not in first]
+        return list(dict.fromkeys(r for r in order if r == active or backend_available(r)))
     routes = [requested] if isinstance(requested, str) else list(requested)
     for r in routes:
         if r not in BACKENDS:
@@ -108,7 +118,78 @@ def _opset_of(path) -> int:
     return max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def export_onnx(model_or_path, path, opset=None, *, route="auto", inputs=None, atol=DEFAULT_ATOL,
+def graph_stats(path) -> dict:
+    """Node count, Transpose count and size of an ONNX file (what the route choice and the card report)."""
+    import collections
+
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    return {"nodes": len(graph.node), "transposes": ops.get("Transpose", 0), "bytes": Path(path).stat().st_size}
+
+
+def optimize_graph(src, dst) -> None:
+    """onnxruntime's offline graph optimisation at the *basic* level: constant folding, redundant node and
+    Transpose elimination, Conv+BatchNorm/Add/Mul fusion - rewrites that keep standard ONNX operators, so the file
+    stays portable (the extended level would write onnxruntime-only fused operators; onnxruntime applies those
+    itself when it loads the file). JAX- and torch-route graphs lose most of their nodes (e.g. MobileNet from JAX:
+    534 nodes / 81 Transposes -> 88 / 2)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    if not Path(dst).is_file():
+        raise RuntimeError("onnxruntime wrote no optimised model")
+
+
+OPTIMIZE_MODES = (True, False, "rule", "measure")
+#: OSErrors that mean the output cannot be written at all (no other route can help): they reach the caller.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _check_output_folder(path: Path) -> None:
+    """Fail before any export work when the output folder cannot be created or written."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"Cannot create the output folder {str(parent)!r} for {path.name}: "
+                                   f"{exc.strerror or exc}; expected a writable directory.") from None
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"The export path {str(path)!r} is a directory; expected a file name "
+                                              f"such as {str(path / 'model.onnx')!r}.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"The output folder {str(parent)!r} is not writable; choose another "
+                                            f"folder (--out / -o) or fix its permissions.")
+
+
+def _remove_export(path: Path) -> None:
+    """Remove a stale export and its card: after a failed export, nothing may look like this model's file."""
+    from kerastk.deploy.runtime import card_path_for
+
+    for p in (path, card_path_for(path)):
+        if p.is_file():
+            p.unlink()
+
+
+def _export_route(model, r, active, candidate, opset, keras_path_holder, tmp):
+    if r == active:
+        return export_native(model, candidate, opset)
+    if keras_path_holder[0] is None:
+        keras_path_holder[0] = Path(tmp) / "model.keras"
+        model.save(keras_path_holder[0])
+    return export_in_subprocess(keras_path_holder[0], candidate, r, opset)
+
+
+def _first_line(exc) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True, inputs=None, atol=DEFAULT_ATOL,
                 batch_sizes=DEFAULT_BATCH_SIZES, verbose=False) -> ExportResult:
     """Export a Keras model (or a `.keras` file) to ONNX and prove it equal in onnxruntime.
 
@@ -116,75 +197,146 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", inputs=None, a
         model_or_path: a functional keras.Model, or a path to a `.keras` file.
         path: the output `.onnx` path.
         opset: ONNX opset (None: each exporter's default).
-        route: "auto" (active backend first, then the others installed), a backend name, or a list of them.
+        route: "auto", a backend name, or a list of them (tried in order until one validates).
+        optimize: the best graph, whatever backend trained the model. True / "rule": route "auto" starts with
+            the route whose graphs are fastest in onnxruntime (TensorFlow's when installed: one Transpose where
+            the JAX and torch routes keep dozens; see ARCHITECTURE.md and `kerastk bench --routes`), then
+            onnxruntime's offline basic optimisation (:func:`optimize_graph`), kept when it still validates.
+            "measure": every installed route is exported, optimised, validated and timed at batch 1; the
+            fastest ships. False: the active backend's exporter first, the file as the exporter wrote it.
         inputs: real inputs used for validation (random inputs fitting the model when None).
         atol: validation tolerance (max abs diff over every output).
         batch_sizes: batch sizes validated (two distinct sizes prove the batch axis is dynamic).
 
     Returns:
-        ExportResult with the route used, seconds, opset and the ValidationReport.
+        ExportResult with the route used, seconds, opset, the ValidationReport and `graph` (node / Transpose
+        counts before and after optimisation, bytes, batch-1 onnxruntime latency of the shipped file).
 
     Raises:
-        ExportError when no route gives a file that validates; nothing is left at `path`.
+        ExportError when no route gives a file that validates; OSError when the output cannot be written (folder
+        missing rights, disk full); nothing is left at `path` after any failure or interruption, and a stale file
+        (and card) from an earlier export there is removed.
     """
     import keras
 
     import kerastk.layers  # noqa: F401  (registers custom layers for loading)
     from kerastk.backend import active_backend
 
+    if optimize not in OPTIMIZE_MODES:
+        raise ValueError(f"optimize must be True, False, 'rule' or 'measure'; received {optimize!r}.")
     start = time.perf_counter()
     keras_path = None
     if isinstance(model_or_path, (str, os.PathLike)):
         keras_path = Path(model_or_path)
         if not keras_path.is_file():
             raise FileNotFoundError(f"No Keras model at {str(keras_path)!r} (expected a .keras file).")
-        model = keras.saving.load_model(keras_path, compile=False)
+        from kerastk.deploy.validate import load_keras
+
+        model = load_keras(keras_path)
     else:
         model = model_or_path
     if not isinstance(model, keras.Model):
         raise TypeError(f"export_onnx needs a keras.Model or a .keras path; received {type(model).__name__}.")
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_output_folder(path)
     active = active_backend()
-    attempts = []
-    # Candidates are written beside the output (same file system), so the final move is an atomic rename.
-    with tempfile.TemporaryDirectory(prefix=".kerastk-export-", dir=path.parent) as tmp:
-        for r in _routes(route, active):
-            candidate = Path(tmp) / f"{r}.onnx"
-            t0 = time.perf_counter()
-            try:
-                if r == active:
-                    fixes = export_native(model, candidate, opset)
-                else:
-                    if keras_path is None:
-                        keras_path = Path(tmp) / "model.keras"
-                        model.save(keras_path)
-                    fixes = export_in_subprocess(keras_path, candidate, r, opset)
-            except Exception as exc:
-                msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-                attempts.append({"route": r, "seconds": round(time.perf_counter() - t0, 2),
-                                 "error": f"{type(exc).__name__}: {msg}"})
+    measure = optimize == "measure"
+    routes = _routes(route, active, optimize=bool(optimize))
+    if measure and route in (None, "auto"):
+        from kerastk.backend import BACKENDS, backend_available
+
+        routes = [r for r in BACKENDS if r == active or backend_available(r)]
+    attempts, shipped = [], []
+    try:
+        # Candidates are written beside the output (same file system), so the final move is an atomic rename.
+        with tempfile.TemporaryDirectory(prefix=".kerastk-export-", dir=path.parent) as tmp:
+            holder = [keras_path]
+            for r in routes:
+                candidate = Path(tmp) / f"{r}.onnx"
+                t0 = time.perf_counter()
+                try:
+                    fixes = _export_route(model, r, active, candidate, opset, holder, tmp)
+                except OSError as exc:
+                    if exc.errno in _WRITE_ERRNOS:
+                        raise OSError(exc.errno, f"Writing the {r} export for {str(path)!r} failed: "
+                                                 f"{exc.strerror or exc}. Nothing was left at {str(path)!r}; free "
+                                                 f"space or choose another output folder.") from exc
+                    attempts.append(_failed(r, t0, exc, verbose))
+                    continue
+                except Exception as exc:
+                    attempts.append(_failed(r, t0, exc, verbose))
+                    continue
+                report = validate_onnx(candidate, model, inputs=inputs, atol=atol, batch_sizes=batch_sizes)
+                attempt = {"route": r, "seconds": round(time.perf_counter() - t0, 2), "graph_fixes": fixes,
+                           "validation": report.to_dict()}
+                attempts.append(attempt)
                 if verbose:
-                    print(f"[kerastk.export] route {r}: export failed ({msg})", file=sys.stderr)
-                continue
-            report = validate_onnx(candidate, model, inputs=inputs, atol=atol, batch_sizes=batch_sizes)
-            attempts.append({"route": r, "seconds": round(time.perf_counter() - t0, 2), "graph_fixes": fixes,
-                             "validation": report.to_dict()})
-            if verbose:
-                print(f"[kerastk.export] route {r}: {report}", file=sys.stderr)
-            if report.passed:
+                    print(f"[kerastk.export] route {r}: {report}", file=sys.stderr)
+                if not report.passed:
+                    continue
+                graph = {"exported": graph_stats(candidate)}
+                if optimize:
+                    candidate, report = _optimized(candidate, model, report, graph, inputs, atol, batch_sizes)
+                graph.update(graph_stats(candidate))
+                from kerastk.deploy.timing import ort_latency
+
+                graph["latency_ms_batch1"] = ort_latency(candidate, 1, warmup=2, repeats=15,
+                                                         max_seconds=3)["median_ms"]
+                attempt["graph"] = graph
+                shipped.append((graph["latency_ms_batch1"], r, candidate, report, graph))
+                if not measure:
+                    break
+            if shipped:
+                _, r, candidate, report, graph = min(shipped, key=lambda s: s[0])
                 opset_used = _opset_of(candidate)
-                os.replace(candidate, path)
+                try:
+                    os.replace(candidate, path)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"Moving the validated export into place at {str(path)!r} failed: "
+                                             f"{exc.strerror or exc}. Nothing was left at {str(path)!r}; free "
+                                             f"space or choose another output folder.") from exc
                 report.path = str(path)
                 return ExportResult(str(path), active, r, round(time.perf_counter() - start, 2), opset_used,
-                                    report, attempts)
-    if path.exists():  # a stale file from an earlier run must not look like this model's export
-        path.unlink()
+                                    report, attempts, "measure" if measure else ("rule" if optimize else "off"),
+                                    graph)
+    except BaseException:
+        _remove_export(path)  # interrupted, disk full...: no file may look like this model's export
+        raise
+    _remove_export(path)  # a stale file from an earlier run must not look like this model's export
     summary = "; ".join(
         f"{a['route']}: {a.get('error') or ValidationReport(**a['validation'])}" for a in attempts
     )
     raise ExportError(f"No export route produced an ONNX file that validates ({summary}).", attempts)
+
+
+def _failed(r, t0, exc, verbose) -> dict:
+    msg = _first_line(exc)
+    if verbose:
+        print(f"[kerastk.export] route {r}: export failed ({msg})", file=sys.stderr)
+    return {"route": r, "seconds": round(time.perf_counter() - t0, 2), "error": f"{type(exc).__name__}: {msg}"}
+
+
+def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes):
+    """The offline-optimised file when it still validates, else the exporter's file (the reason in `graph`)."""
+    optimized = candidate.with_name(candidate.stem + ".opt.onnx")
+    try:
+        optimize_graph(candidate, optimized)
+    except Exception as exc:
+        graph["optimizer"] = f"skipped: {type(exc).__name__}: {_first_line(exc)}"
+        return candidate, report
+    opt_report = validate_onnx(optimized, model, inputs=inputs, atol=atol, batch_sizes=batch_sizes)
+    if not opt_report.passed:
+        graph["optimizer"] = f"not used (optimised file failed validation: {opt_report})"
+        return candidate, report
+    graph["optimizer"] = f"onnxruntime {_ort_version()} offline, basic level"
+    return optimized, opt_report
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
 
 
 def main_worker(argv=None) -> int:
@@ -198,9 +350,9 @@ def main_worker(argv=None) -> int:
     args = parser.parse_args(argv)
     import keras
 
-    import kerastk.layers  # noqa: F401
+    from kerastk.deploy.validate import load_keras
 
-    model = keras.saving.load_model(args.keras_path, compile=False)
+    model = load_keras(args.keras_path)
     fixes = export_native(model, args.onnx_path, args.opset)
     print(json.dumps({"route": keras.backend.backend(), "path": args.onnx_path, "fixes": fixes}))
     return 0

@@ -50,8 +50,10 @@ class OnnxModel:
         self.inputs = [(a.name, [d if isinstance(d, int) else None for d in a.shape], ort_dtype(a.type))
                        for a in self.session.get_inputs()]
         self.output_names = [a.name for a in self.session.get_outputs()]
+        self._check_card()
 
     def _load_card(self, card):
+        self.card_path = None
         if isinstance(card, dict):
             return card
         card_path = Path(card) if card else card_path_for(self.path)
@@ -60,19 +62,55 @@ class OnnxModel:
                 raise FileNotFoundError(f"No model card at {str(card_path)!r}.")
             return {}
         try:
-            return json.loads(card_path.read_text())
+            loaded = json.loads(card_path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"Model card {str(card_path)!r} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"Model card {str(card_path)!r} must hold a JSON object; received a "
+                             f"{type(loaded).__name__}.")
+        self.card_path = card_path
+        return loaded
+
+    def _check_card(self):
+        """A card that describes another file (a re-export left the old card, or a card copied beside the wrong
+        model) would give wrong preprocessing and labels: its sha256 and inputs must match this file."""
+        if not self.card:
+            return
+        where = f"{str(self.card_path)!r}" if self.card_path else "the card given"
+        expected = self.card.get("sha256")
+        if expected:
+            from kerastk.deploy.card import sha256
+
+            actual = sha256(self.path)
+            if actual != expected:
+                raise ValueError(f"{where} describes a different file (sha256 {expected[:12]}...) than "
+                                 f"{str(self.path)!r} (sha256 {actual[:12]}...); re-export the model to write "
+                                 f"a matching card, or pass card=... (a dict, or the right card's path).")
+        if "inputs" in self.card:
+            recorded = [(i.get("name"), list(i.get("shape", [])), i.get("dtype")) for i in self.card["inputs"]]
+            actual = [(n, list(s), d) for n, s, d in self.inputs]
+            if recorded != actual:
+                raise ValueError(f"{where} records inputs {recorded} but {self.path.name} takes {actual}; "
+                                 f"re-export the model to write a matching card, or pass card=...")
 
     @property
     def class_names(self):
         return self.card.get("class_names")
 
     def preprocess(self, x) -> np.ndarray:
-        """Apply the preprocessing recorded in the card (e.g. pixels / 255, or standardisation)."""
+        """Apply the preprocessing recorded in the card (e.g. pixels / 255, or standardisation).
+
+        Raises ValueError when the model has no card (or the card records no preprocessing): the raw inputs
+        would otherwise reach the model unscaled and give confident wrong answers."""
         from kerastk.data import apply_preprocessing
 
-        return apply_preprocessing(x, self.card.get("preprocessing", {"type": "none"}))
+        if "preprocessing" not in self.card:
+            what = "a card without 'preprocessing'" if self.card else (
+                f"no card (looked for {str(card_path_for(self.path))!r})")
+            raise ValueError(f"{self.path.name} has {what}, so the preprocessing it was trained with is unknown; "
+                             "pass card=... (the card.json written at export) or preprocess the inputs yourself "
+                             "and call predict().")
+        return apply_preprocessing(x, self.card["preprocessing"])
 
     def _check(self, arrays):
         if len(arrays) != len(self.inputs):
@@ -87,10 +125,19 @@ class OnnxModel:
                 raise ValueError(f"Input {name!r} must have rank {len(shape)}, shape {expected}; "
                                  f"received rank {a.ndim}, shape {a.shape}.")
             if any(d is not None and d != s for d, s in zip(shape, a.shape)):
-                raise ValueError(f"Input {name!r} must have shape {expected}; received {a.shape}.")
+                raise ValueError(f"Input {name!r} must have shape {expected}; received {a.shape}."
+                                 + _shape_hint(shape, a.shape))
             if a.dtype != np.dtype(dtype):
                 raise ValueError(f"Input {name!r} must have dtype {dtype}; received {a.dtype} "
                                  f"(convert with x.astype(np.{dtype})).")
+            if a.ndim and a.shape[0] == 0:
+                raise ValueError(f"Input {name!r} is an empty batch, shape {a.shape}; expected at least one row.")
+            if np.issubdtype(a.dtype, np.floating):
+                finite = np.isfinite(a)
+                if not finite.all():
+                    bad = int(a.size - np.count_nonzero(finite))
+                    raise ValueError(f"Input {name!r} has {bad:,} NaN or infinite values (of {a.size:,}); expected "
+                                     "finite numbers (fill or drop the missing values first).")
             feed[name] = a
         return feed
 
@@ -115,3 +162,18 @@ class OnnxModel:
     def __repr__(self):
         ins = ", ".join(f"{n}{tuple(s)}:{d}" for n, s, d in self.inputs)
         return f"OnnxModel({str(self.path)!r}, inputs=[{ins}], route={self.card.get('route')!r})"
+
+
+def _shape_hint(expected, received) -> str:
+    """Why a shape may be wrong, when it is a common mistake: a fixed batch axis, or channels-first data fed to a
+    channels-last model (Keras's default)."""
+    if expected and expected[0] is not None and tuple(expected[1:]) == tuple(received[1:]):
+        return (f" The file has a fixed batch size of {expected[0]}: feed {expected[0]} row(s) at a time, or "
+                "re-export with kerastk (its files take any batch size).")
+    if len(expected) >= 3 and None not in expected[1:]:
+        channels_last = tuple(expected[1:])
+        channels_first = (channels_last[-1], *channels_last[:-1])
+        if tuple(received[1:]) == channels_first:
+            return (f" The model takes channels-last inputs (batch, ..., channels={channels_last[-1]}); these look "
+                    f"channels-first: use np.moveaxis(x, 1, -1).")
+    return ""

@@ -118,6 +118,73 @@ def make_session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _unregistered_classes(path) -> list[str]:
+    """Names of the non-Keras classes a `.keras` file's config.json refers to that this process cannot resolve."""
+    import json
+    import zipfile
+
+    import keras
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except Exception:
+        return []
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "class_name" in node and "config" in node:
+                name = node.get("registered_name") or node["class_name"]
+                module = node.get("module") or ""
+                if (isinstance(name, str) and not name.startswith("__") and not module.startswith("keras")
+                        and keras.saving.get_registered_object(name) is None and name not in found):
+                    found.append(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def load_keras(path):
+    """Load a `.keras` file (compile=False, kerastk's layers registered) with a clear error for a missing file, a
+    file that is not a Keras archive, or one that names layers this installation does not know."""
+    import zipfile
+    from pathlib import Path
+
+    import keras
+
+    import kerastk.layers  # noqa: F401  (registers custom layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No Keras model at {str(path)!r} (expected a .keras file).")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{str(path)!r} is not a Keras 3 `.keras` archive (a zip with config.json and weights); "
+                         f"save the model with model.save('model.keras').")
+    with zipfile.ZipFile(path) as archive:
+        missing = {"config.json", "model.weights.h5"} - set(archive.namelist())
+    if missing:
+        raise ValueError(f"{str(path)!r} is a zip but not a Keras 3 `.keras` archive: {sorted(missing)} missing; "
+                         f"save the model with model.save('model.keras').")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:
+        unknown = _unregistered_classes(path)
+        if unknown:
+            raise ValueError(f"{str(path)!r} uses class(es) not registered in this process: {', '.join(unknown)}; "
+                             "import the module that defines them (decorated with "
+                             "@keras.saving.register_keras_serializable) before loading, or pass "
+                             "custom_objects to keras.saving.load_model.") from None
+        raise ValueError(f"Keras cannot load {str(path)!r}: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''} (a layer from a "
+                         f"package that is not imported, or a file from an incompatible Keras version?)") from None
+
+
 def validate_onnx(path, model, inputs=None, atol: float = DEFAULT_ATOL,
                   batch_sizes=DEFAULT_BATCH_SIZES) -> ValidationReport:
     """Run `path` in onnxruntime and `model` in Keras on the same inputs and compare every output.
@@ -137,11 +204,7 @@ def validate_onnx(path, model, inputs=None, atol: float = DEFAULT_ATOL,
     import onnx
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        import keras
-
-        import kerastk.layers  # noqa: F401  (registers custom layers)
-
-        model = keras.saving.load_model(model, compile=False)
+        model = load_keras(model)
     arrays = _as_list(inputs) if inputs is not None else sample_inputs(model, max(batch_sizes))
     batch_sizes = tuple(int(b) for b in batch_sizes)
     variable = variable_length_inputs(model)

@@ -1,0 +1,105 @@
+"""Does the export rule ship (nearly) the fastest graph for every registered model? The check behind
+`export_onnx(optimize=True)`'s route rule, in two phases so that only the timing needs a quiet machine:
+
+    KERAS_BACKEND=tensorflow python benchmarks/registry_routes.py export runs/routes   # each backend's own route,
+    KERAS_BACKEND=jax        python benchmarks/registry_routes.py export runs/routes   # optimised and validated
+    KERAS_BACKEND=torch      python benchmarks/registry_routes.py export runs/routes
+    python benchmarks/registry_routes.py time runs/routes [--json runs/routes.json]    # quiet machine: batch 1
+
+`time` measures every route's file of a model in interleaved rounds (route A, B, C, A, B, C, ...) and reports the
+median per route, the rule's route (TensorFlow's when it exported), the fastest, and their ratio (target
+<= 1.1). Each model is built at its registry default input size (random weights: the graph is what matters).
+`--models PATTERN` picks some (fnmatch, e.g. 'resnet*').
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RULE_ORDER = ("tensorflow", "torch", "jax")  # kerastk.deploy.export.ROUTE_PREFERENCE
+
+
+def export_phase(out: Path, pattern: str) -> int:
+    import keras
+
+    from kerastk.deploy.export import ExportError, export_onnx
+    from kerastk.models.registry import create_model, list_models
+
+    route = keras.backend.backend()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in list_models(pattern):
+        target = out / name / f"{route}.onnx"
+        if target.is_file():
+            continue
+        target.parent.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        try:
+            result = export_onnx(create_model(name), target, route=route)
+        except ExportError as exc:
+            record = {"error": str(exc)[:500]}
+        else:
+            record = {"seconds": round(time.perf_counter() - t0, 2), **result.graph,
+                      "max_abs_diff": result.validation.max_abs_diff}
+        (out / name / f"{route}.json").write_text(json.dumps(record, indent=1) + "\n")
+        print(f"{name:24s} {route:10s} {record.get('error') or str(record['seconds']) + ' s'}", flush=True)
+        keras.backend.clear_session()
+    return 0
+
+
+def time_phase(out: Path, pattern: str, rounds: int, repeats: int, json_path) -> int:
+    import fnmatch
+
+    from kerastk.deploy.timing import ort_latency, ort_session
+
+    table, worst = [], 0.0
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and fnmatch.fnmatch(p.name, pattern)):
+        files = {r: folder / f"{r}.onnx" for r in RULE_ORDER if (folder / f"{r}.onnx").is_file()}
+        if not files:
+            continue
+        sessions = {r: ort_session(p) for r, p in files.items()}
+        samples = {r: [] for r in files}
+        for _ in range(rounds):
+            for r, s in sessions.items():
+                samples[r].append(ort_latency(s, 1, warmup=2, repeats=repeats, max_seconds=5)["median_ms"])
+        med = {r: statistics.median(v) for r, v in samples.items()}
+        rule = next(r for r in RULE_ORDER if r in med)
+        best = min(med, key=med.get)
+        ratio = med[rule] / med[best]
+        worst = max(worst, ratio)
+        graphs = {r: json.loads((folder / f"{r}.json").read_text()) for r in files}
+        row = {"model": folder.name, "latency_ms": {r: round(v, 4) for r, v in med.items()}, "rule": rule,
+               "best": best, "ratio": round(ratio, 3),
+               "nodes": {r: g.get("nodes") for r, g in graphs.items()},
+               "transposes": {r: g.get("transposes") for r, g in graphs.items()},
+               "export_seconds": {r: g.get("seconds") for r, g in graphs.items()},
+               "missing": [r for r in RULE_ORDER if r not in files]}
+        table.append(row)
+        lat = "  ".join(f"{r[:2]} {v:8.3f}" for r, v in med.items())
+        print(f"{folder.name:24s} {lat}   rule {rule[:2]} best {best[:2]} ratio {ratio:.3f}", flush=True)
+    print(f"{len(table)} models; worst rule/best ratio {worst:.3f} (target <= 1.1); over 1.1: "
+          f"{[r['model'] for r in table if r['ratio'] > 1.1]}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(table, indent=1) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=("export", "time"))
+    parser.add_argument("folder")
+    parser.add_argument("--models", default="*")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if args.phase == "export":
+        return export_phase(Path(args.folder), args.models)
+    return time_phase(Path(args.folder), args.models, args.rounds, args.repeats, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
