@@ -69,6 +69,14 @@ class PeakMemory:
         return {"peak_mb": _mb(self.peak), "growth_mb": _mb(self.growth)}
 
 
+def _children_peak_mb() -> float | None:
+    """Largest peak resident memory of this process's finished child processes (None when there were none)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(peak / 1024, 1) if peak else None
+
+
 class OtherLoad:
     """CPU used by *other* processes while a `with` block runs, in cores: all CPU time the kernel counted
     (/proc/stat) minus this process's own and its waited-for children's (os.times), over the wall time. A quiet
@@ -126,22 +134,32 @@ def resolve_target(target: str, builder_kwargs: dict | None = None):
     return create_model(target, **(builder_kwargs or {})), target, None
 
 
+def _saved(run_dir, prefix: str):
+    """`prefix` arrays (x_test, x_train) of the run folder's quantization_data.npz as a list, or None."""
+    from kerastk.deploy.quantize import QUANTIZATION_DATA, _unnamed
+
+    path = None if run_dir is None else Path(run_dir) / QUANTIZATION_DATA
+    if path is None or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        arrays = _unnamed(data, prefix)
+    return None if arrays is None else (list(arrays) if isinstance(arrays, list) else [arrays])
+
+
 def _inputs_for(model, run_dir, n: int):
     """Real rows when the run folder kept them (quantization_data.npz), else random inputs fitting the model."""
     from kerastk.deploy.validate import sample_inputs
 
-    if run_dir is not None and (Path(run_dir) / "quantization_data.npz").is_file():
-        with np.load(Path(run_dir) / "quantization_data.npz") as data:
-            keys = sorted(k for k in data.files if k.startswith("x_test"))
-            if keys:
-                arrays = [data[k] for k in keys]
-                return [a[np.arange(n) % len(a)] for a in arrays], "test split rows"
+    arrays = _saved(run_dir, "x_test")
+    if arrays:
+        return [a[np.arange(n) % len(a)] for a in arrays], "test split rows"
     return sample_inputs(model, n, seed=0), "random inputs (latency only)"
 
 
 def _calibration_for(model, run_dir, n: int = 256):
-    if run_dir is not None and (Path(run_dir) / "quantization_data.npz").is_file():
-        return None, "the run folder's training rows (quantization_data.npz)"
+    arrays = _saved(run_dir, "x_train")
+    if arrays:
+        return arrays, "the run folder's training rows (quantization_data.npz)"
     from kerastk.deploy.validate import sample_inputs
 
     return sample_inputs(model, n, seed=1), "random inputs (random weights: latency only, accuracy meaningless)"
@@ -206,6 +224,8 @@ def bench_inference(target, *, builder_kwargs=None, batch_sizes=DEFAULT_BATCH_SI
             export = export_onnx(model, work / "model.onnx", inputs=[a[:8] for a in arrays])
             export_seconds = time.perf_counter() - t0
         result["memory"]["export"] = mem.figures()
+        # a route run in a subprocess (the TensorFlow route from JAX / torch) peaks there, not here
+        result["memory"]["export_subprocess_peak_mb"] = _children_peak_mb()
         result["memory"]["how"] = mem.how
         result["export"] = {"route": export.route, "optimize": export.optimize, "seconds": round(export_seconds, 2),
                             "graph": export.graph, "max_abs_diff": export.validation.max_abs_diff}
@@ -216,10 +236,6 @@ def bench_inference(target, *, builder_kwargs=None, batch_sizes=DEFAULT_BATCH_SI
             from kerastk.deploy.quantize import quantize_onnx
 
             calibration, source = _calibration_for(model, run_dir)
-            if calibration is None:
-                with np.load(Path(run_dir) / "quantization_data.npz") as data:
-                    keys = sorted(k for k in data.files if k.startswith("x_train"))
-                    calibration = [data[k] for k in keys]
             t0 = time.perf_counter()
             quantize_onnx(work / "model.onnx", work / "model.int8.onnx", "int8",
                           calibration=calibration if len(calibration) > 1 else calibration[0])
@@ -260,13 +276,13 @@ def _mb(n) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------------- routes
-def bench_routes(target, *, builder_kwargs=None, repeats=30, verbose=True) -> dict:
+def bench_routes(target, *, builder_kwargs=None, repeats=30, rounds=3, verbose=True) -> dict:
     """Export through every installed route (each optimised as the default export does), time each file at
     batch 1 in this process, and compare the route the rule picks with the fastest: `rule_ratio` is the rule's
     latency over the best route's (the target is <= 1.1)."""
     from kerastk.backend import BACKENDS, active_backend, backend_available
     from kerastk.deploy.export import ExportError, _routes, export_onnx
-    from kerastk.deploy.timing import ort_latency
+    from kerastk.deploy.timing import ort_latency, ort_session
 
     other = OtherLoad().__enter__()
     model, name, _ = resolve_target(target, builder_kwargs)
@@ -280,16 +296,23 @@ def bench_routes(target, *, builder_kwargs=None, repeats=30, verbose=True) -> di
             except ExportError as exc:
                 rows[r] = {"error": str(exc)[:300]}
                 continue
-            seconds = time.perf_counter() - t0
-            lat = ort_latency(Path(tmp) / f"{r}.onnx", 1, warmup=5, repeats=repeats)["median_ms"]
-            rows[r] = {"export_seconds": round(seconds, 2), "latency_ms_batch1": lat, **{
+            rows[r] = {"export_seconds": round(time.perf_counter() - t0, 2), **{
                 k: res.graph.get(k) for k in ("nodes", "transposes", "bytes")},
                 "exported_nodes": res.graph["exported"]["nodes"],
                 "exported_transposes": res.graph["exported"]["transposes"]}
+        # timed after every export, in interleaved rounds (A, B, C, A, B, C, ...): drift hits every route alike
+        sessions = {r: ort_session(Path(tmp) / f"{r}.onnx") for r, v in rows.items() if "error" not in v}
+        samples = {r: [] for r in sessions}
+        for _ in range(rounds):
+            for r, session in sessions.items():
+                samples[r].append(ort_latency(session, 1, warmup=2, repeats=repeats)["median_ms"])
+        for r, values in samples.items():
+            rows[r]["latency_ms_batch1"] = float(np.median(values))
             if verbose:
-                print(f"  {name} route {r}: {lat:.3f} ms, {res.graph['nodes']} nodes / "
-                      f"{res.graph['transposes']} Transposes (exported {res.graph['exported']['nodes']} / "
-                      f"{res.graph['exported']['transposes']}), export {seconds:.1f} s", file=sys.stderr)
+                v = rows[r]
+                print(f"  {name} route {r}: {v['latency_ms_batch1']:.3f} ms, {v['nodes']} nodes / "
+                      f"{v['transposes']} Transposes (exported {v['exported_nodes']} / "
+                      f"{v['exported_transposes']}), export {v['export_seconds']} s", file=sys.stderr)
     timed = {r: v["latency_ms_batch1"] for r, v in rows.items() if "latency_ms_batch1" in v}
     rule = next((r for r in _routes("auto", active, optimize=True) if r in timed), None)
     best = min(timed, key=timed.get) if timed else None
@@ -325,7 +348,7 @@ def bench_training(model_name, *, dataset=None, epochs=4, batch_size=64, rows=No
     """Training throughput of kerastk's runner (`training.run`: its callbacks - backup, plateau LR, early
     stopping, checkpoint, CSV log - on the same data) against a bare `model.fit` with validation, same model
     and seed. The first epoch (tracing / compilation) is left out; throughput = training rows / median epoch
-    seconds; `runner_overhead` = runner epoch / bare epoch - 1 (target <= 0.05)."""
+    seconds, an epoch including its validation pass (the same in both);    seconds; `runner_overhead` = runner epoch / bare epoch - 1 (target <= 0.05)."""
     import dataclasses
 
     from kerastk import data as kdata
@@ -393,7 +416,8 @@ def format_table(result: dict) -> str:
                      f"{q['calibration']}")
     mem = result.get("memory", {})
     lines.append("peak memory, MB (growth above the phase's start): " + ", ".join(
-        f"{k} {v['peak_mb']} (+{v['growth_mb']})" for k, v in mem.items() if k != "how") + f" [{mem.get('how', '')}]")
+        f"{k} {v['peak_mb']} (+{v['growth_mb']})" for k, v in mem.items() if isinstance(v, dict))
+        + f"; export subprocess {mem.get('export_subprocess_peak_mb') or '-'} [{mem.get('how', '')}]")
     t = result["threads"]
     lines.append(f"threads: onnxruntime {t['onnxruntime_intra_op_threads']} intra-op / 1 inter-op; Keras backend "
                  f"defaults {t['keras_backend']}")
@@ -464,7 +488,7 @@ def command(args) -> int:
             result = bench_inference(args.target, builder_kwargs=kwargs, batch_sizes=args.batch_sizes,
                                      int8=not args.no_int8, warmup=args.warmup, repeats=args.repeats)
             print(format_table(result))
-    except (FileNotFoundError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # ExportError is a RuntimeError
         print(f"kerastk bench: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -133,6 +133,8 @@ def _card_for(out: Path, keras_path, result):
 
     card_path = card_path_for(out)
     run_card = Path(keras_path).parent / "card.json"
+    if not run_card.is_file():  # set aside by an export that failed: its training figures are still good
+        run_card = run_card.with_name("card.json.stale")
     kept = {}
     if run_card.is_file() and out.name == "model.onnx":
         try:
@@ -233,14 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_arguments(sub.add_parser("bench", help="Keras vs onnxruntime fp32/int8 latency, export routes, "
                                                      "training overhead"))
-    p = sub.add_parser("serve", help="serve an ONNX file over HTTP (/predict, /health, /metadata); --load-test")
-    try:
-        from kerastk.deploy.serve import add_serve_arguments
-    except ImportError as exc:  # fastapi / uvicorn missing: say how to get them when the command is used
-        p.add_argument("rest", nargs="*")
-        p.set_defaults(serve_missing=str(exc))
-    else:
-        add_serve_arguments(p)
+    from kerastk.deploy.serve import add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="serve an ONNX file over HTTP (/predict, /health, "
+                                                     "/metadata); --load-test"))
     return parser
 
 
@@ -256,9 +254,11 @@ def main(argv=None) -> int:
 
         return command(args)
     if args.command == "serve":
-        if getattr(args, "serve_missing", None):
-            print(f"kerastk serve needs fastapi and uvicorn ({args.serve_missing}): pip install 'kerastk[serve]'",
-                  file=sys.stderr)
+        import importlib.util
+
+        missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+        if missing:  # serve.py imports them only when serving: say how to get them before anything starts
+            print(f"kerastk serve needs {' and '.join(missing)}: pip install 'kerastk[serve]'", file=sys.stderr)
             return 2
         from kerastk.deploy.serve import cmd_serve
 

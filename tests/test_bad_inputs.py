@@ -446,11 +446,15 @@ def mlp():
 
 
 def _stale_export(folder):
-    """model.onnx + card.json from an earlier export, which a failed export must not leave looking current."""
+    """model.onnx + card.json from an earlier export, which a failed export must not leave looking current (they
+    are renamed *.stale, not deleted: they may be the only copy of a good export and its training figures)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.onnx").write_bytes(b"old model")
     (folder / "card.json").write_text("{}")
     return folder / "model.onnx"
+
+
+STALE = ["card.json.stale", "model.onnx.stale"]
 
 
 def _leftovers(folder):
@@ -507,7 +511,9 @@ def test_disk_full_while_writing_the_export(tmp_path, mlp, monkeypatch):
     with pytest.raises(OSError, match=r"model.onnx") as exc:
         export_module.export_onnx(mlp, out, optimize=False)
     assert exc.value.errno == errno.ENOSPC
-    assert _leftovers(tmp_path / "run") == []  # no half-written file, no temp folder, no stale model or card
+    # no half-written file, no temp folder; the earlier model and card set aside, intact
+    assert _leftovers(tmp_path / "run") == STALE
+    assert (tmp_path / "run" / "model.onnx.stale").read_bytes() == b"old model"
 
 
 def test_disk_full_at_the_final_move(tmp_path, mlp, monkeypatch):
@@ -521,7 +527,35 @@ def test_disk_full_at_the_final_move(tmp_path, mlp, monkeypatch):
     with pytest.raises(OSError, match=r"model.onnx") as exc:
         export_module.export_onnx(mlp, out, optimize=False)
     assert exc.value.errno == errno.ENOSPC
-    assert _leftovers(tmp_path / "run") == []
+    assert _leftovers(tmp_path / "run") == STALE
+
+
+def test_disk_full_in_the_default_optimised_export(tmp_path, mlp, monkeypatch):
+    """The default export may run the TensorFlow route in a subprocess: its disk-full error must reach the caller
+    as the OSError, not as 'no route validates' after every other route hit the same full disk."""
+    import kerastk.deploy.export as export_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_module, "export_native", full)
+    monkeypatch.setattr(export_module, "export_in_subprocess", full)
+    out = _stale_export(tmp_path / "run")
+    with pytest.raises(OSError, match=r"model.onnx.*No space left") as exc:
+        export_module.export_onnx(mlp, out)
+    assert exc.value.errno == errno.ENOSPC and _leftovers(tmp_path / "run") == STALE
+
+
+def test_export_worker_reports_an_unwritable_output_as_oserror(tmp_path, mlp):
+    """A real export subprocess (another backend than the active one) that cannot write its file."""
+    import keras
+
+    from kerastk.deploy.export import export_in_subprocess
+
+    route = "torch" if keras.backend.backend() != "torch" else "tensorflow"
+    mlp.save(tmp_path / "m.keras")
+    with pytest.raises(PermissionError):  # sysfs refuses new files even to root
+        export_in_subprocess(tmp_path / "m.keras", "/sys/kerastk-m.onnx", route)
 
 
 def test_export_interrupted_midway(tmp_path, mlp, monkeypatch):
@@ -535,4 +569,4 @@ def test_export_interrupted_midway(tmp_path, mlp, monkeypatch):
     out = _stale_export(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         export_module.export_onnx(mlp, out, optimize=False)
-    assert _leftovers(tmp_path / "run") == []
+    assert _leftovers(tmp_path / "run") == STALE

@@ -21,7 +21,7 @@ def test_bench_inference_rows_ratios_export_and_memory(backend):
     assert sorted(rows) == sorted((e, b) for e in engines for b in (1, 4))
     for (engine, b), r in rows.items():
         keras_ms = rows[("keras predict_on_batch", b)]["median_ms"]
-        assert r["speedup_vs_keras"] == pytest.approx(keras_ms / r["median_ms"], rel=1e-2)
+        assert r["speedup_vs_keras"] == pytest.approx(keras_ms / r["median_ms"], rel=1e-2, abs=1e-3)
         assert r["ms_per_row"] == pytest.approx(r["median_ms"] / b, rel=1e-3)
         assert r["min_ms"] <= r["median_ms"] <= r["p90_ms"] and r["runs"] == 3
     assert rows[("keras predict_on_batch", 1)]["speedup_vs_keras"] == 1.0
@@ -57,7 +57,7 @@ def test_bench_cli_writes_json_and_rejects_bad_flags(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_routes_compares_every_route_with_the_rule(backend):
-    result = bench.bench_routes("mlp", builder_kwargs=MLP, repeats=5, verbose=False)
+    result = bench.bench_routes("mlp", builder_kwargs=MLP, repeats=5, rounds=2, verbose=False)
     routes = result["routes"]
     assert set(routes) == {"tensorflow", "jax", "torch"}
     timed = {r: v["latency_ms_batch1"] for r, v in routes.items()}
@@ -79,8 +79,8 @@ def test_bench_training_reports_throughput_and_runner_overhead(backend):
         bench.bench_training("mlp", epochs=1)
 
 
-def test_other_load_sees_a_busy_neighbour_but_not_itself():
-    with bench.OtherLoad() as quiet:  # this process busy: not counted
+def test_other_load_sees_a_busy_neighbour():
+    with bench.OtherLoad() as quiet:  # this process busy: its own time is subtracted
         end = time.perf_counter() + 0.5
         while time.perf_counter() < end:
             pass

@@ -30,7 +30,7 @@ def test_keras_applications_export_and_validate(name, tmp_path, backend):
     # optimize=False: each backend's own exporter first (the fallbacks depend on them working)
     result = export_onnx(model, tmp_path / f"{name}.onnx", inputs=x, optimize=False)
     assert result.validation.passed and result.validation.max_abs_diff <= 1e-4
-    assert result.validation.argmax_agreement == 1.0
+    assert result.validation.argmax_agreement in (1.0, None)  # None: every row a tie (untrained softmax)
     assert result.route in ("tensorflow", "jax", "torch") and result.backend == backend
     if result.route != backend:  # a fallback: the native attempt is recorded with why it was not used
         assert result.attempts[0]["route"] == backend
@@ -79,7 +79,7 @@ def test_export_from_keras_path_and_validate_cli(tmp_path, backend):
     assert card["parity"]["passed"] and card["inputs"][0]["shape"] == [None, 6]
     assert cli(["validate", str(tmp_path / "net.onnx"), "--keras", str(tmp_path / "net.keras")]) == 0
     report = validate_onnx(tmp_path / "net.onnx", tmp_path / "net.keras", batch_sizes=(1, 5))
-    assert report.passed and report.batch_sizes == (1, 5) and report.argmax_agreement == 1.0
+    assert report.passed and report.batch_sizes == (1, 5) and report.argmax_agreement in (1.0, None)
 
 
 def test_validate_cli_fails_on_a_different_model(tmp_path):

@@ -292,3 +292,19 @@ def test_command_line_hook(trained, tmp_path, capsys):
     assert command(args, onnx_path=tmp_path / "model.onnx") == 1  # no calibration rows there
     assert "--calibration FILE.npy" in capsys.readouterr().err
     assert command(parser.parse_args([])) == 0  # no --quantize: nothing to do
+
+
+def test_calibration_files_npy_and_runner_npz(tmp_path):
+    """--calibration takes a .npy, or an .npz such as a run folder's quantization_data.npz (one input: x_train)."""
+    from kerastk.deploy.quantize import _load_calibration
+
+    x = np.arange(12, dtype="float32").reshape(4, 3)
+    np.save(tmp_path / "rows.npy", x)
+    np.savez(tmp_path / "single.npz", x_train=x, x_test=x[:2], y_test=np.zeros(2))
+    np.savez(tmp_path / "multi.npz", x_train_0=x, x_train_1=x[:, :2])
+    np.savez(tmp_path / "plain.npz", x)
+    assert np.array_equal(_load_calibration(tmp_path / "rows.npy")[0], x)
+    assert np.array_equal(_load_calibration(tmp_path / "single.npz")[0], x)
+    multi = _load_calibration(tmp_path / "multi.npz")[0]
+    assert [a.shape for a in multi] == [(4, 3), (4, 2)]
+    assert np.array_equal(_load_calibration(tmp_path / "plain.npz")[0][0], x)

@@ -90,6 +90,9 @@ def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800) -> l
     if opset is not None:
         cmd += ["--opset", str(opset)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode == _WORKER_WRITE_ERROR:  # the output could not be written: no other route can help
+        failure = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise OSError(failure["errno"], failure["message"])
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise RuntimeError(f"{route} export failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
@@ -147,6 +150,7 @@ def optimize_graph(src, dst) -> None:
 
 
 OPTIMIZE_MODES = (True, False, "rule", "measure")
+_WORKER_WRITE_ERROR = 3  # exit status of the export worker when its output cannot be written
 #: OSErrors that mean the output cannot be written at all (no other route can help): they reach the caller.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -167,13 +171,18 @@ def _check_output_folder(path: Path) -> None:
                                             f"folder (--out / -o) or fix its permissions.")
 
 
-def _remove_export(path: Path) -> None:
-    """Remove a stale export and its card: after a failed export, nothing may look like this model's file."""
+def _set_aside_export(path: Path) -> list[str]:
+    """After a failed or interrupted export, an earlier file at `path` (and its card) must not look like this
+    model's export; they may still be the only copy of a good export and its training figures, so they are
+    renamed to `*.stale`, not deleted. Returns the new names."""
     from kerastk.deploy.runtime import card_path_for
 
+    moved = []
     for p in (path, card_path_for(path)):
         if p.is_file():
-            p.unlink()
+            p.rename(p.with_name(p.name + ".stale"))  # replaces an older .stale (POSIX)
+            moved.append(p.name + ".stale")
+    return moved
 
 
 def _export_route(model, r, active, candidate, opset, keras_path_holder, tmp):
@@ -279,12 +288,9 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                 if optimize:
                     candidate, report = _optimized(candidate, model, report, graph, inputs, atol, batch_sizes)
                 graph.update(graph_stats(candidate))
-                from kerastk.deploy.timing import ort_latency
-
-                graph["latency_ms_batch1"] = ort_latency(candidate, 1, warmup=2, repeats=15,
-                                                         max_seconds=3)["median_ms"]
+                graph["latency_ms_batch1"] = _batch1_latency(candidate, inputs, graph)
                 attempt["graph"] = graph
-                shipped.append((graph["latency_ms_batch1"], r, candidate, report, graph))
+                shipped.append((graph["latency_ms_batch1"] or float("inf"), r, candidate, report, graph))
                 if not measure:
                     break
             if shipped:
@@ -301,13 +307,14 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                                     report, attempts, "measure" if measure else ("rule" if optimize else "off"),
                                     graph)
     except BaseException:
-        _remove_export(path)  # interrupted, disk full...: no file may look like this model's export
+        _set_aside_export(path)  # interrupted, disk full...: no file may look like this model's export
         raise
-    _remove_export(path)  # a stale file from an earlier run must not look like this model's export
+    moved = _set_aside_export(path)  # a file from an earlier run must not look like this model's export
     summary = "; ".join(
         f"{a['route']}: {a.get('error') or ValidationReport(**a['validation'])}" for a in attempts
     )
-    raise ExportError(f"No export route produced an ONNX file that validates ({summary}).", attempts)
+    aside = f" The earlier export was renamed {', '.join(moved)}." if moved else ""
+    raise ExportError(f"No export route produced an ONNX file that validates ({summary}).{aside}", attempts)
 
 
 def _failed(r, t0, exc, verbose) -> dict:
@@ -317,11 +324,30 @@ def _failed(r, t0, exc, verbose) -> dict:
     return {"route": r, "seconds": round(time.perf_counter() - t0, 2), "error": f"{type(exc).__name__}: {msg}"}
 
 
+def _batch1_latency(path, inputs, graph):
+    """Median batch-1 onnxruntime latency (ms) of `path` on the first validation row; None (the reason in
+    `graph`) when it cannot be measured - the file has validated, so that never fails the export."""
+    from kerastk.deploy.timing import ort_latency
+    from kerastk.deploy.validate import _as_list
+
+    try:
+        rows = _as_list(inputs) if inputs is not None else None
+        return ort_latency(path, 1, inputs=rows, warmup=2, repeats=15, max_seconds=3)["median_ms"]
+    except Exception as exc:
+        graph["latency_error"] = f"{type(exc).__name__}: {_first_line(exc)}"
+        return None
+
+
 def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes):
     """The offline-optimised file when it still validates, else the exporter's file (the reason in `graph`)."""
     optimized = candidate.with_name(candidate.stem + ".opt.onnx")
     try:
         optimize_graph(candidate, optimized)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise
+        graph["optimizer"] = f"skipped: {type(exc).__name__}: {_first_line(exc)}"
+        return candidate, report
     except Exception as exc:
         graph["optimizer"] = f"skipped: {type(exc).__name__}: {_first_line(exc)}"
         return candidate, report
@@ -353,6 +379,12 @@ def main_worker(argv=None) -> int:
     from kerastk.deploy.validate import load_keras
 
     model = load_keras(args.keras_path)
-    fixes = export_native(model, args.onnx_path, args.opset)
+    try:
+        fixes = export_native(model, args.onnx_path, args.opset)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        print(json.dumps({"errno": exc.errno, "message": exc.strerror or str(exc)}))
+        return _WORKER_WRITE_ERROR
     print(json.dumps({"route": keras.backend.backend(), "path": args.onnx_path, "fixes": fixes}))
     return 0

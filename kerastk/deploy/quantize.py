@@ -327,7 +327,9 @@ def _load_calibration(calibration):
     if isinstance(loaded, np.ndarray):
         return loaded, path.name
     with loaded:
-        x = _unnamed(loaded, "x_train") or [loaded[k] for k in loaded.files]
+        x = _unnamed(loaded, "x_train")
+        if x is None:
+            x = [loaded[k] for k in loaded.files]
     return x, path.name
 
 
@@ -471,58 +473,56 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         calibration, source = saved["x_train"], f"{data_path.name} (random training rows)"
 
     stale_card = card_path_for(out)
-    try:
+    stale_card.unlink(missing_ok=True)  # an earlier card must never sit beside the new file
+    try:  # until the new card is written, a failure or Ctrl-C leaves neither file nor card
         info = quantize_onnx(onnx_path, out, mode, calibration if mode == "int8" else None, **quantize_kwargs)
-    except BaseException:
-        stale_card.unlink(missing_ok=True)
-        raise
-    if mode == "int8":
-        info["calibration_source"] = source
+        if mode == "int8":
+            info["calibration_source"] = source
 
-    fp32_session, quant_session = ort_session(onnx_path), ort_session(out)
-    task = card.get("task") or saved.get("task")
-    x_test = saved.get("x_test")
-    if x_test is not None:
-        x_test = _cast(x_test, _input_dtypes(fp32_session))
-        figures = _test_split_figures(fp32_session, quant_session, x_test, saved.get("y_test"), task,
-                                      card.get("decision_threshold", 0.5))
-    else:
-        figures = {"metrics_fp32": None, "metrics_quantized": None, "accuracy_drop_points": None,
-                   "argmax_agreement": None, "max_abs_diff": None,
-                   "note": f"no test split ({data_path.name} not found): metrics and agreement not measured"}
-    note = figures.pop("note")
-    latency_inputs = x_test if x_test is not None else (
-        _cast(calibration, _input_dtypes(fp32_session)) if calibration is not None else None)
-    del fp32_session, quant_session
-    lat32, latq = _latency_pair(onnx_path, out, latency_inputs)
-    speedup = round(lat32["median_ms"] / latq["median_ms"], 3) if latq["median_ms"] > 0 else None
-    fp32_bytes = onnx_path.stat().st_size
-    summary = {
-        **info,
-        "fp32_file": onnx_path.name,
-        "bytes_fp32": fp32_bytes, "bytes_quantized": info["bytes"], "size_ratio": round(fp32_bytes / info["bytes"], 3),
-        "test_rows": None if x_test is None else int(len(x_test[0] if isinstance(x_test, list) else x_test)),
-        "task": task, **figures,
-        "latency_batch1_ms": {"fp32": lat32["median_ms"], "quantized": latq["median_ms"]},
-        "speedup": speedup, "latency_note": "medians measured in one process, alternating the two files; "
-                                            "compare only on a quiet machine",
-        "target": _target(mode, speedup, figures["accuracy_drop_points"], note if x_test is not None else ""),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if note:
-        summary["note"] = note
+        fp32_session, quant_session = ort_session(onnx_path), ort_session(out)
+        task = card.get("task") or saved.get("task")
+        x_test = saved.get("x_test")
+        if x_test is not None:
+            x_test = _cast(x_test, _input_dtypes(fp32_session))
+            figures = _test_split_figures(fp32_session, quant_session, x_test, saved.get("y_test"), task,
+                                          card.get("decision_threshold", 0.5))
+        else:
+            figures = {"metrics_fp32": None, "metrics_quantized": None, "accuracy_drop_points": None,
+                       "argmax_agreement": None, "max_abs_diff": None,
+                       "note": f"no test split ({data_path.name} not found): metrics and agreement not measured"}
+        note = figures.pop("note")
+        latency_inputs = x_test if x_test is not None else (
+            _cast(calibration, _input_dtypes(fp32_session)) if calibration is not None else None)
+        del fp32_session, quant_session
+        lat32, latq = _latency_pair(onnx_path, out, latency_inputs)
+        speedup = round(lat32["median_ms"] / latq["median_ms"], 3) if latq["median_ms"] > 0 else None
+        fp32_bytes = onnx_path.stat().st_size
+        summary = {
+            **info,
+            "fp32_file": onnx_path.name,
+            "bytes_fp32": fp32_bytes, "bytes_quantized": info["bytes"], "size_ratio": round(fp32_bytes / info["bytes"], 3),
+            "test_rows": None if x_test is None else int(len(x_test[0] if isinstance(x_test, list) else x_test)),
+            "task": task, **figures,
+            "latency_batch1_ms": {"fp32": lat32["median_ms"], "quantized": latq["median_ms"]},
+            "speedup": speedup, "latency_note": "medians measured in one process, alternating the two files; "
+                                                "compare only on a quiet machine",
+            "target": _target(mode, speedup, figures["accuracy_drop_points"], note if x_test is not None else ""),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if note:
+            summary["note"] = note
 
-    quant_card = copy.deepcopy(card)
-    quant_card.pop("quantized", None)
-    quant_card.update({"file": out.name, "sha256": sha256(out), **io_spec(out), "quantization": summary,
-                       "metrics": {**(card.get("metrics") or {}), "onnx": figures["metrics_quantized"]},
-                       "parity": {"reference": onnx_path.name, "max_abs_diff": figures["max_abs_diff"],
-                                  "argmax_agreement": figures["argmax_agreement"], "passed": None,
-                                  "message": f"{mode} file compared with the float32 file on the test split"}})
-    try:
+        quant_card = copy.deepcopy(card)
+        quant_card.pop("quantized", None)
+        quant_card.update({"file": out.name, "sha256": sha256(out), **io_spec(out), "quantization": summary,
+                           "metrics": {**(card.get("metrics") or {}), "onnx": figures["metrics_quantized"]},
+                           "parity": {"reference": onnx_path.name, "max_abs_diff": figures["max_abs_diff"],
+                                      "argmax_agreement": figures["argmax_agreement"], "passed": None,
+                                      "message": f"{mode} file compared with the float32 file on the test split"}})
         _write_json(stale_card, quant_card)
     except BaseException:
         out.unlink(missing_ok=True)
+        stale_card.unlink(missing_ok=True)
         raise
     if card:
         card.setdefault("quantized", {})[mode] = {k: summary[k] for k in (
@@ -576,7 +576,7 @@ def command(args, onnx_path=None) -> int:
                               else Path(args.model).with_suffix(".onnx"))
     try:
         summary = quantize_run(onnx_path, args.quantize, calibration=args.calibration)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # onnxruntime's failures are RuntimeErrors
         print(f"kerastk export --quantize: {exc}", file=sys.stderr)
         return 1
     print(format_summary(summary))

@@ -249,8 +249,12 @@ class _Batcher:
                 outputs = await self._session_run(feed)
             except Exception:
                 outputs = None  # re-run each request alone so only the bad one fails
-            self.stats.record_run(len(jobs), total)
-            if outputs is not None and all(o.ndim >= 1 and o.shape[0] == total for o in outputs):
+            ok = outputs is not None and all(o.ndim >= 1 and o.shape[0] == total for o in outputs)
+            if ok:
+                self.stats.record_run(len(jobs), total)
+            else:  # counted apart: the requests are counted once, by their own runs below
+                self.stats.failed_merged_runs += 1
+            if ok:
                 bounds = np.cumsum([0] + [j.rows for j in jobs])
                 return [[o[a:b] for o in outputs] for a, b in zip(bounds[:-1], bounds[1:])]
         results = []
@@ -263,6 +267,22 @@ class _Batcher:
         return results
 
 
+def _check_npy_header(body: bytes) -> None:
+    """Refuse an .npy body whose header claims more data than the body holds, before numpy allocates the array
+    the header describes (a 100-byte body could otherwise claim gigabytes)."""
+    buffer = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(buffer) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(buffer))
+    except Exception:
+        return  # not an .npy header: np.load gives the error message
+    claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if dtype.itemsize else 0
+    if claimed > len(body) - buffer.tell():
+        raise RequestError(400, f"Body is a truncated .npy array: its header describes shape {tuple(shape)} "
+                                f"{dtype} ({claimed} bytes) but {len(body) - buffer.tell()} bytes follow it.")
+
+
 class _Stats:
     """Counters shown by /health and /metadata (updated from the event loop thread only)."""
 
@@ -270,6 +290,7 @@ class _Stats:
         self.requests = self.rows = self.session_runs = self.merged_runs = 0
         self.largest_run_requests = self.largest_run_rows = 0
         self.client_errors = self.server_errors = self.in_flight = 0
+        self.failed_merged_runs = 0
 
     def record_run(self, requests: int, rows: int):
         self.session_runs += 1
@@ -390,6 +411,7 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
             raise RequestError(400, f"application/x-npy bodies are for single-input models; {model.path.name} "
                                     f"takes {len(names)} inputs ({', '.join(names)}): send JSON "
                                     f"{{\"inputs\": {{name: ...}}}} instead.")
+        _check_npy_header(body)
         try:
             a = np.load(io.BytesIO(body), allow_pickle=False)
         except Exception as exc:
@@ -669,6 +691,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def cmd_serve(args) -> int:
     """`kerastk serve`: serve until interrupted, or with --load-test run a bounded load test and exit."""
+    if not args.max_body_mb > 0:
+        print(f"kerastk serve: --max-body-mb must be > 0; received {args.max_body_mb}", file=sys.stderr)
+        return 2
     app_kwargs = {"max_batch_rows": args.max_batch_rows, "batch_wait_ms": args.batch_wait_ms,
                   "batching": not args.no_batching, "max_queue": args.max_queue,
                   "max_body_bytes": max(1, int(args.max_body_mb * 2**20))}
