@@ -10,7 +10,8 @@
 median per route, the fastest, and for each training backend the route the rule ships from it (TensorFlow's when
 it validates, else the training backend's own, else the others: kerastk.deploy.export._routes) and its ratio to
 the fastest (target <= 1.1); `ratio` is the worst of the three. Each model is built at its registry default input size (random weights: the graph is what matters).
-`--models PATTERN` picks some (fnmatch, e.g. 'resnet*').
+`--models PATTERNS` picks some (comma-separated fnmatch patterns, e.g. 'resnet*,vgg16'), `--budget-seconds` stops
+the export phase from starting new models after that long.
 """
 from __future__ import annotations
 
@@ -31,15 +32,29 @@ def rule_route(trained_on: str, exported) -> str | None:
     return next((r for r in order if r in exported), None)
 
 
-def export_phase(out: Path, pattern: str) -> int:
+def _names(pattern: str) -> list[str]:
+    """Registered names matching any of the comma-separated fnmatch patterns, in the order the patterns give."""
+    from kerastk.models.registry import list_models
+
+    names = []
+    for part in pattern.split(","):
+        names += [n for n in list_models(part.strip()) if n not in names]
+    return names
+
+
+def export_phase(out: Path, pattern: str, budget_seconds: float | None = None) -> int:
     import keras
 
     from kerastk.deploy.export import ExportError, export_onnx
-    from kerastk.models.registry import create_model, list_models
+    from kerastk.models.registry import create_model
 
     route = keras.backend.backend()
     out.mkdir(parents=True, exist_ok=True)
-    for name in list_models(pattern):
+    deadline = time.perf_counter() + budget_seconds if budget_seconds else None
+    for name in _names(pattern):
+        if deadline and time.perf_counter() > deadline:
+            print(f"budget spent: {name} and the models after it not exported on the {route} route", flush=True)
+            break
         target = out / name / f"{route}.onnx"
         if target.is_file():
             continue
@@ -101,13 +116,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("phase", choices=("export", "time"))
     parser.add_argument("folder")
-    parser.add_argument("--models", default="*")
+    parser.add_argument("--models", default="*", help="comma-separated fnmatch patterns, exported in that order")
+    parser.add_argument("--budget-seconds", type=float, help="export phase: stop starting new models after this")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.phase == "export":
-        return export_phase(Path(args.folder), args.models)
+        return export_phase(Path(args.folder), args.models, args.budget_seconds)
     return time_phase(Path(args.folder), args.models, args.rounds, args.repeats, args.json)
 
 
