@@ -7,9 +7,9 @@
     python benchmarks/registry_routes.py time runs/routes [--json runs/routes.json]    # quiet machine: batch 1
 
 `time` measures every route's file of a model in interleaved rounds (route A, B, C, A, B, C, ...) and reports the
-median per route, the fastest, and for each training backend the route the rule ships from it (TensorFlow's when
-it validates, else the training backend's own, else the others: kerastk.deploy.export._routes) and its ratio to
-the fastest (target <= 1.1); `ratio` is the worst of the three. Each model is built at its registry default input size (random weights: the graph is what matters).
+median per route, the fastest, and the route the rule ships (the first of TensorFlow, JAX, torch whose file
+validates - the same from every training backend: kerastk.deploy.export.BEST_GRAPH_ORDER) and its ratio to the
+fastest (target <= 1.1). Each model is built at its registry default input size (random weights: the graph is what matters).
 `--models PATTERNS` picks some (comma-separated fnmatch patterns, e.g. 'resnet*,vgg16'), `--budget-seconds` stops
 the export phase from starting new models after that long.
 """
@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-RULE_ORDER = ("tensorflow", "torch", "jax")  # kerastk.deploy.export.ROUTE_PREFERENCE
+RULE_ORDER = ("tensorflow", "jax", "torch")  # kerastk.deploy.export.BEST_GRAPH_ORDER
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def rule_route(trained_on: str, exported) -> str | None:
-    """The route export_onnx(optimize=True) ships from `trained_on`: the rule's order, first that validated."""
-    order = ["tensorflow", trained_on] + [r for r in RULE_ORDER if r not in ("tensorflow", trained_on)]
-    return next((r for r in order if r in exported), None)
+    """The route export_onnx(optimize=True) ships (from any training backend): the first in the rule's order
+    that exported and validated."""
+    return next((r for r in RULE_ORDER if r in exported), None)
 
 
 def _names(pattern: str) -> list[str]:

@@ -225,7 +225,8 @@ def bench_inference(target, *, builder_kwargs=None, batch_sizes=DEFAULT_BATCH_SI
             export_seconds = time.perf_counter() - t0
         result["memory"]["export"] = mem.figures()
         # a route run in a subprocess (the TensorFlow route from JAX / torch) peaks there, not here
-        result["memory"]["export_subprocess_peak_mb"] = _children_peak_mb()
+        result["memory"]["export_subprocess_peak_mb"] = (_children_peak_mb() if export.route != active_backend()
+                                                         else None)
         result["memory"]["how"] = mem.how
         result["export"] = {"route": export.route, "optimize": export.optimize, "seconds": round(export_seconds, 2),
                             "graph": export.graph, "max_abs_diff": export.validation.max_abs_diff}
