@@ -29,10 +29,10 @@ from kerastk.deploy.validate import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, Validatio
 
 #: Fallback order after the active backend: TensorFlow's graphs are the cleanest (see ARCHITECTURE.md).
 ROUTE_PREFERENCE = ("tensorflow", "torch", "jax")
-#: The optimised export's order, whatever trained the model: TensorFlow's graphs are fastest for 31 of the 37
-#: registered models it exports (benchmarks/registry_routes.py); where it fails (ResNeXt's grouped convolutions,
-#: VGG's tf2onnx memory, SegNet's tolerance) JAX's graphs beat torch's on 14 of 21 models (ResNeXt-50: 52.9 ms
-#: against 68.8 at batch 1).
+#: The optimised export's order, whatever trained the model (benchmarks/registry_routes.py, batch 1): TensorFlow's
+#: file is the fastest for 21 and within 1.1x of the fastest for 28 of the 33 registered models it exports; where
+#: it fails (ResNeXt's grouped convolutions, VGG's tf2onnx memory) JAX's graphs beat torch's on 14 of the 25
+#: models both export (ResNeXt-50: 52.9 ms against 68.8).
 BEST_GRAPH_ORDER = ("tensorflow", "jax", "torch")
 
 
