@@ -334,10 +334,10 @@ def _batch1_latency(path, inputs, graph):
     """Median batch-1 onnxruntime latency (ms) of `path` on the first validation row; None (the reason in
     `graph`) when it cannot be measured - the file has validated, so that never fails the export."""
     from kerastk.deploy.timing import ort_latency
-    from kerastk.deploy.validate import _as_list
+    from kerastk.deploy.feeds import as_arrays
 
     try:
-        rows = _as_list(inputs) if inputs is not None else None
+        rows = as_arrays(inputs) if inputs is not None else None
         return ort_latency(path, 1, inputs=rows, warmup=2, repeats=15, max_seconds=3)["median_ms"]
     except Exception as exc:
         graph["latency_error"] = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -5,6 +5,9 @@ import dataclasses
 
 import numpy as np
 
+from kerastk.deploy.feeds import (  # noqa: F401  (sample_inputs, keras_outputs: public here too)
+    _shorter, _take_batch, as_arrays, keras_outputs, sample_inputs, variable_length_inputs)
+
 DEFAULT_ATOL = 1e-4
 DEFAULT_BATCH_SIZES = (1, 8)
 
@@ -39,74 +42,6 @@ class ValidationReport:
         if self.argmax_ties:
             text += f" ({self.argmax_ties} tied rows left out of the agreement)"
         return f"{text} - {self.message}" if self.message else text
-
-
-def _input_specs(model):
-    return [(tuple(t.shape), str(t.dtype)) for t in model.inputs]
-
-
-def _token_range(model) -> int:
-    """Ids below the smallest Embedding vocabulary in the model (every id is then valid), at least 2."""
-    import keras
-
-    sizes = [layer.input_dim for layer in _all_layers(model) if isinstance(layer, keras.layers.Embedding)]
-    return max(2, min(sizes)) if sizes else 2
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
-def sample_inputs(model, batch_size: int, seed: int = 0) -> list[np.ndarray]:
-    """Random inputs that fit a model's input specs (normal floats; integer token ids any Embedding accepts)."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    high = _token_range(model) if any("int" in dtype for _, dtype in _input_specs(model)) else 2
-    for shape, dtype in _input_specs(model):
-        full = (batch_size, *[d if d is not None else 8 for d in shape[1:]])
-        if "int" in dtype:
-            arrays.append(rng.integers(0, high, size=full).astype(dtype))
-        else:
-            arrays.append(rng.standard_normal(full).astype(dtype))
-    return arrays
-
-
-def variable_length_inputs(model) -> list[int]:
-    """Indices of the inputs with a variable time axis: shape (batch, None) or (batch, None, features)."""
-    return [i for i, t in enumerate(model.inputs) if len(t.shape) in (2, 3) and t.shape[1] is None]
-
-
-def _shorter(arrays, which):
-    """The same rows with the variable time axis of the inputs `which` cut to about two thirds."""
-    return [a[:, :max(1, a.shape[1] - max(1, a.shape[1] // 3))] if i in which else a for i, a in enumerate(arrays)]
-
-
-def _as_list(inputs) -> list[np.ndarray]:
-    if isinstance(inputs, dict):
-        return [np.asarray(v) for v in inputs.values()]
-    if isinstance(inputs, (list, tuple)):
-        return [np.asarray(v) for v in inputs]
-    return [np.asarray(inputs)]
-
-
-def _take_batch(arrays, n):
-    """First n rows of each input, repeating rows when fewer than n are given."""
-    out = []
-    for a in arrays:
-        idx = np.arange(n) % len(a)
-        out.append(a[idx])
-    return out
-
-
-def keras_outputs(model, arrays) -> list[np.ndarray]:
-    import keras
-
-    feed = arrays[0] if len(arrays) == 1 else arrays
-    y = model.predict_on_batch(feed)
-    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(y)]
 
 
 def onnx_outputs(session, arrays) -> list[np.ndarray]:
@@ -211,7 +146,7 @@ def validate_onnx(path, model, inputs=None, atol: float = DEFAULT_ATOL,
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = load_keras(model)
-    arrays = _as_list(inputs) if inputs is not None else sample_inputs(model, max(batch_sizes))
+    arrays = as_arrays(inputs) if inputs is not None else sample_inputs(model, max(batch_sizes))
     batch_sizes = tuple(int(b) for b in batch_sizes)
     variable = variable_length_inputs(model)
     # (rows, inputs) pairs to compare: each batch size, then - for variable-length sequence models - a second
