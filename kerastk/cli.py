@@ -6,7 +6,7 @@
     kerastk lr-find RECIPE [recipe flags]          LR range test on the recipe's model and data: lr_find.png, suggestion
     kerastk export MODEL.keras [-o MODEL.onnx]     export + validate; exits 1 with the figures when no route validates
         [--optimize rule|measure|off] [--quantize int8|fp16]
-    kerastk validate MODEL.onnx --keras MODEL.keras
+    kerastk validate MODEL.onnx --keras MODEL.keras [--runtime onnxruntime|openvino]
     kerastk predict MODEL.onnx INPUT.npy [--raw]   numpy + onnxruntime only
     kerastk bench MODEL|RUN_DIR [--routes|--train] Keras vs onnxruntime fp32/int8 at batch 1/8/32; table + --json
     kerastk serve MODEL.onnx [--load-test]         HTTP /predict, /health, /metadata (FastAPI + uvicorn)
@@ -110,7 +110,8 @@ def cmd_export(args) -> int:
 
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
     try:
-        result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, verbose=True,
+        result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, rtol=args.rtol,
+                             verbose=True,
                              optimize={"rule": True, "measure": "measure", "off": False}[args.optimize])
     except (ExportError, OSError, ValueError, TypeError) as exc:
         print(f"kerastk export: {exc}", file=sys.stderr)
@@ -158,16 +159,23 @@ def cmd_validate(args) -> int:
     import numpy as np
 
     from kerastk.deploy import validate_onnx
+    from kerastk.deploy.openvino import RuntimeNotInstalled, require_runtime
 
     if not Path(args.onnx).is_file():
         print(f"kerastk validate: no ONNX file at {args.onnx!r}", file=sys.stderr)
         return 2
-    inputs = np.load(args.inputs) if args.inputs else None
-    report = validate_onnx(args.onnx, args.keras, inputs=inputs, atol=args.atol)
+    try:
+        require_runtime(args.runtime)  # before loading the Keras model: a missing runtime is known at once
+        inputs = np.load(args.inputs) if args.inputs else None
+        report = validate_onnx(args.onnx, args.keras, inputs=inputs, atol=args.atol, rtol=args.rtol,
+                               runtime=args.runtime)
+    except RuntimeNotInstalled as exc:
+        print(f"kerastk validate: {exc}", file=sys.stderr)
+        return 2
     print(report)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-    return 0 if report.passed else 1
+    return 0 if report.passed else (3 if report.verdict == "undecided" else 1)
 
 
 def cmd_predict(args) -> int:
@@ -216,16 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rule (default): the fastest route by rule (TensorFlow's when installed) + onnxruntime's "
                         "offline optimisation; measure: export every installed route, ship the fastest; off: the "
                         "active backend's exporter, as written")
-    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=0.0,
+                   help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the parity criterion")
     from kerastk.deploy.quantize import add_arguments as add_quantize_arguments
 
     add_quantize_arguments(p)
-    p = sub.add_parser("validate", help="compare an ONNX file with its Keras model in onnxruntime")
+    from kerastk.deploy.openvino import RUNTIMES
+
+    p = sub.add_parser("validate", help="compare an ONNX file with its Keras model in onnxruntime (or OpenVINO)")
     p.add_argument("onnx")
     p.add_argument("--keras", required=True)
     p.add_argument("--inputs", help=".npy of real inputs (random ones otherwise)")
-    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=0.0,
+                   help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the parity criterion")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
+                   help='runtime to check the file in (openvino: CPU, fp32 precision; pip install "kerastk[openvino]")')
     p = sub.add_parser("predict", help="run an ONNX model on a .npy file (numpy + onnxruntime only)")
     p.add_argument("onnx")
     p.add_argument("input")

@@ -11,7 +11,8 @@ threads: much of a test's time is single-threaded Python (tracing, exporting, co
 in an export subprocess), which a second process overlaps.
 
 Tests marked `paper` (parameter counts and mult-adds at the paper's resolution: graph construction only, the
-same numbers on every backend) run under the first backend only.
+same numbers on every backend) and tests marked `backend_independent` (checks whose result no backend can
+change, e.g. OpenVINO against onnxruntime on one exported file) run under the first backend only.
 """
 import os
 import re
@@ -67,7 +68,7 @@ def main(argv):
     while pending or running:
         while pending and len(running) < jobs:
             i, backend = pending.pop(0)
-            marks = [] if i == 0 else ["-m", "not paper"]
+            marks = [] if i == 0 else ["-m", "not paper and not backend_independent"]
             log = tempfile.TemporaryFile(mode="w+")
             proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *marks,
                                      *extra], cwd=ROOT, env=_environment(backend, threads), stdout=log,

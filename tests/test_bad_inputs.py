@@ -124,9 +124,19 @@ def test_corrupt_and_truncated_onnx_files(tmp_path, clf):
 
 
 def test_onnx_without_a_card_predicts_but_refuses_raw_inputs(tmp_path, clf):
+    import onnx
+
     bare = tmp_path / "bare"
     bare.mkdir()
+    # the file alone carries the card's essentials (kerastk.deploy.metadata): labels and preprocessing
     (bare / "model.onnx").write_bytes(clf.read_bytes())
+    alone = OnnxModel(bare / "model.onnx")
+    assert alone.card == {} and alone.predict_labels(x4()) == ["d", "d"]
+    np.testing.assert_allclose(alone.preprocess(np.full((1, 4), 4.0)), np.full((1, 4), 2.0))
+    # a file with neither card nor metadata: indices, and raw inputs refused
+    m = onnx.load(str(clf))
+    del m.metadata_props[:]
+    onnx.save(m, str(bare / "model.onnx"))
     model = OnnxModel(bare / "model.onnx")
     assert model.card == {} and model.class_names is None
     np.testing.assert_allclose(model.predict(x4()), OnnxModel(clf).predict(x4()))

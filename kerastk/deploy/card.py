@@ -31,18 +31,26 @@ def io_spec(onnx_path) -> dict:
 
 def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class_names=None, task=None,
                metrics_keras=None, metrics_onnx=None, extra=None, card_path=None) -> Path:
-    """Write card.json beside the ONNX file and return its path."""
+    """Write card.json beside the ONNX file and return its path.
+
+    The card's essentials (task, class names, preprocessing, input layout, versions, route, opset, parity
+    verdict: kerastk.deploy.metadata) are embedded in the ONNX file's metadata_props first, so the file alone
+    describes itself; the card's sha256 is that of the final file."""
+    from kerastk import __version__
     from kerastk.backend import versions
+    from kerastk.deploy import metadata
     from kerastk.deploy.runtime import card_path_for
 
     onnx_path = Path(onnx_path)
+    spec = io_spec(onnx_path)
     card = {
         "name": name,
         "file": onnx_path.name,
-        "sha256": sha256(onnx_path),
+        "sha256": None,  # of the file with its metadata, below
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-        **io_spec(onnx_path),
+        "versions": {"kerastk": __version__, **versions()},
+        **spec,
+        "input_layout": metadata.input_layouts(spec["inputs"], channels_first=_channels_first()),
         "task": task,
         "preprocessing": preprocessing or {"type": "none"},
         "class_names": class_names,
@@ -61,9 +69,25 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
             "graph": {"route": export_result.route, **export_result.graph},
         })
     card.update(extra or {})
+    if export_result is not None and isinstance(card.get("parity"), dict) and "verdict" not in card["parity"]:
+        report = export_result.validation
+        card["parity"]["verdict"] = getattr(report, "verdict", "passed" if report.passed else "failed")
+    metadata.embed(onnx_path, metadata.essentials(card))
+    card["sha256"] = sha256(onnx_path)
     card_path = Path(card_path) if card_path else card_path_for(onnx_path)
     card_path.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
     return card_path
+
+
+def _channels_first() -> bool:
+    """Whether Keras (when this process has imported it) builds channels-first image models."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    try:
+        return keras is not None and keras.config.image_data_format() == "channels_first"
+    except Exception:
+        return False
 
 
 def _jsonable(value):

@@ -23,8 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
+from kerastk.deploy.feeds import input_names, output_names
+from kerastk.deploy.metadata import finalize_graph
+from kerastk.deploy.parity import DEFAULT_RTOL, UNDECIDED
 from kerastk.deploy.validate import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, ValidationReport, validate_onnx
 
 #: Fallback order after the active backend: TensorFlow's graphs are the cleanest (see ARCHITECTURE.md).
@@ -62,47 +66,275 @@ class ExportResult:
         return d
 
 
-def input_signature(model):
-    """InputSpecs with a dynamic batch axis, in the structure Model.export expects for functional models."""
-    import keras
+def input_signature(model, signature=None):
+    """Named InputSpecs with a dynamic batch axis, in the structure Model.export expects (a list of the
+    positional arguments of the model's call): a functional model's input structure (a dict input keeps its keys
+    as names), a Sequential model's input, a subclassed model's built shapes - or `signature` when given
+    (kerastk.deploy.feeds.input_structure)."""
+    from kerastk.deploy.feeds import input_structure, set_input_signature
 
-    specs = [keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=t.name) for t in model.inputs]
-    return specs if len(specs) == 1 else [specs]
+    if signature is not None:
+        set_input_signature(model, signature)
+    return input_structure(model)
 
 
-def export_native(model, path, opset=None) -> list[str]:
+def _clean(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+
+
+def exporter_message(exc) -> str:
+    """What went wrong in an exporter, in one line: the layer a Keras error names and the exporter's own message
+    (Keras wraps a layer's error as "Exception encountered when calling X.call()", JAX chains a note about its
+    removed frames, torch dumps its graph in a chained error: none of those says what failed)."""
+    import re
+
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:  # the first exception in the chain with a message of its own
+        seen.add(id(e))
+        text = _clean(str(e))
+        layer = None
+        m = re.search(r"Exception encountered when calling (?:layer )?'?([\w.]+?)'?(?:\.call)?\(\)", text)
+        if m:
+            layer = m.group(1)
+            text = text[m.end():].split("Arguments received by", 1)[0].strip(" .\n")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "internal frames" not in ln
+                 and not ln.startswith("The preceding stack trace") and not set(ln.strip()) <= set("-=")]
+        if lines:
+            where = f"in layer {layer}: " if layer else ""
+            text = " ".join(lines[:3])
+            text = re.sub(r", scope: \S+", "", text)  # torch: the module path of every node
+            text = re.sub(r"\S*site-packages/", "", text)
+            return f"{where}{type(e).__name__}: {text[:400]}"
+        e = e.__cause__ or e.__context__
+    return type(exc).__name__
+
+
+class ExporterFailure(RuntimeError):
+    """An exporter failed; the message names the layer (when Keras says which) and the exporter's own message."""
+
+
+def export_native(model, path, opset=None, signature=None) -> list[str]:
     """Export with the active backend's exporter (Keras's Model.export), dynamic batch axis, then apply the
-    graph fixes that backend's output needs (kerastk.deploy.onnx_fixes). Returns the fixes applied."""
+    graph fixes that backend's output needs (kerastk.deploy.onnx_fixes). Returns the fixes applied.
+
+    On TensorFlow the concrete function Keras builds is converted here (as Model.export does) so that the
+    constants its graph captures (position ids, attention masks, normalisation statistics - tf2onnx makes them
+    graph inputs) are folded into the file as initializers."""
+    import gc
     import warnings
 
     import keras
 
+    from kerastk.deploy.feeds import ensure_built, input_names
     from kerastk.deploy.onnx_fixes import apply_fixes
 
-    import gc
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.export(str(path), format="onnx", input_signature=input_signature(model), opset_version=opset,
-                     verbose=False)
+    sig = input_signature(model, signature)
+    ensure_built(model)
+    constants = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if keras.backend.backend() == "tensorflow":
+                constants = _export_tensorflow(model, path, sig, opset)
+            elif keras.backend.backend() == "torch":
+                _export_torch(model, path, sig, opset)
+            else:
+                model.export(str(path), format="onnx", input_signature=sig, opset_version=opset, verbose=False)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ExporterFailure(f"{keras.backend.backend()} exporter: {exporter_message(exc)}") from exc
     gc.collect()  # tf2onnx leaves ~10 GB of graph copies for a ResNet-152 until the next collection
-    return apply_fixes(path, keras.backend.backend())
+    return apply_fixes(path, keras.backend.backend(), constants=constants, expected_inputs=input_names(model))
 
 
-def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800) -> list[str]:
-    """Re-load a `.keras` file under KERAS_BACKEND=route in a fresh process and export it there."""
+def _export_torch(model, path, sig, opset) -> None:
+    """Keras's torch ONNX export with the variables' gradients off: a subclassed model re-loaded from `.keras`
+    registers its variables on the model rather than on the layers that read them, and torch's tracer refuses
+    "a Tensor that requires grad as a constant" there (the values are the same; ONNX stores them as
+    initializers either way)."""
+    params = [v.value for v in model.variables if getattr(v.value, "requires_grad", False)]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        model.export(str(path), format="onnx", input_signature=sig, opset_version=opset, verbose=False)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _export_tensorflow(model, path, sig, opset) -> dict:
+    """Keras's TensorFlow ONNX export (tf2onnx from the model's concrete function); returns the values of the
+    non-variable tensors the function captures, by the name of their placeholder (what tf2onnx names the graph
+    input it makes of each)."""
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.export.export_utils import make_tf_tensor_spec
+    from keras.src.export.onnx import get_concrete_fn
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    from keras.src.utils.module_utils import tf2onnx
+
+    tf_sig = tree.map_structure(make_tf_tensor_spec, sig)
+    fn = get_concrete_fn(model, tf_sig)
+    patch_tf2onnx()
+    tf2onnx.convert.from_function(fn, tf_sig, opset=opset, output_path=str(path))
+    constants = {}
+    try:
+        concrete = fn.get_concrete_function(*tf_sig)
+        for external, internal in concrete.graph.captures:
+            if internal.dtype != tf.dtypes.resource and hasattr(external, "numpy"):
+                constants[internal.name] = external.numpy()
+    except Exception:  # no captures to read: apply_fixes reports any unexpected input
+        pass
+    return constants
+
+
+def _signature_json(model) -> str | None:
+    """The input signature given for a model without one of its own, as JSON for the export worker."""
+    import keras
+
+    from kerastk.deploy.feeds import _SIGNATURES, input_structure
+
+    if model not in _SIGNATURES:
+        return None
+    return json.dumps(keras.tree.map_structure(
+        lambda s: {"__spec__": [list(s.shape), str(s.dtype), s.name]}, input_structure(model)))
+
+
+def _signature_from_json(text):
+    import keras
+
+    def hook(d):
+        if "__spec__" in d:
+            shape, dtype, name = d["__spec__"]
+            return keras.InputSpec(shape=tuple(shape), dtype=dtype, name=name)
+        return d
+
+    return json.loads(text, object_hook=hook)
+
+
+def user_modules(model) -> list[tuple[str, str | None]]:
+    """(module, file) of every non-Keras class in the model (the model's own class, its custom layers): what a
+    subprocess must import before it can load the model's `.keras` file. `__main__` comes with the script path."""
+    import inspect
+
+    from kerastk.deploy.feeds import _all_layers
+
+    found = {}
+    for obj in (model, *_all_layers(model)):
+        cls = type(obj)
+        module = cls.__module__
+        if module.split(".")[0] in ("keras", "tensorflow", "tf_keras", "builtins", "kerastk") or module in found:
+            continue
+        try:
+            file = inspect.getsourcefile(cls) or getattr(sys.modules.get(module), "__file__", None)
+        except (TypeError, OSError):
+            file = getattr(sys.modules.get(module), "__file__", None)
+        found[module] = str(Path(file).resolve()) if file else None
+    return list(found.items())
+
+
+def import_user_modules(modules) -> dict:
+    """Import each (module, file) of :func:`user_modules` (a `__main__` script under another name, its
+    `if __name__ == "__main__"` block not run); returns the Keras classes they define, by name, for
+    custom_objects."""
+    import importlib
+    import importlib.util
+    import inspect
+
+    import keras
+
+    objects = {}
+    for module, file in modules:
+        mod = sys.modules.get(module) if module != "__main__" else None
+        if mod is None and module != "__main__":
+            if file:  # the folder the package lives in, so `tests.test_any_model` imports from anywhere
+                root = Path(file).parent
+                for _ in module.split(".")[1:]:
+                    root = root.parent
+                if str(root) not in sys.path:
+                    sys.path.insert(0, str(root))
+            try:
+                mod = importlib.import_module(module)
+            except Exception as exc:
+                raise ImportError(f"Cannot import {module!r} (which defines the model's classes) in the export "
+                                  f"subprocess: {type(exc).__name__}: {_clean(str(exc))[:300]}") from exc
+        elif mod is None:
+            if not file:
+                raise ImportError("The model's classes are defined in __main__ with no script file (an interactive "
+                                  "session); define them in a module to export through another backend.")
+            spec = importlib.util.spec_from_file_location("__kerastk_user_main__", file)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules["__kerastk_user_main__"] = mod
+            spec.loader.exec_module(mod)
+        for name, value in vars(mod).items():
+            if inspect.isclass(value) and issubclass(value, (keras.layers.Layer, keras.Model)) \
+                    and value.__module__ in (module, getattr(mod, "__name__", module)):
+                objects[name] = value
+    return objects
+
+
+class RoundTripError(RuntimeError):
+    """The model does not come back the same from its `.keras` file: no subprocess route can export it."""
+
+
+def check_round_trip(model, keras_path, modules=()) -> None:
+    """Load `keras_path` back in this process and compare every variable with the model's (path, shape, values);
+    raise RoundTripError naming the first that differs."""
+    import keras
+    import numpy as np
+
+    from kerastk.deploy.validate import load_keras
+
+    try:
+        with keras.saving.custom_object_scope(import_user_modules(modules)):
+            reloaded = load_keras(keras_path)
+    except Exception as exc:
+        raise RoundTripError(f"the model cannot be re-loaded from its .keras file ({_clean(str(exc))[:300]})") \
+            from exc
+    before, after = model.weights, reloaded.weights
+    if len(before) != len(after):
+        raise RoundTripError(f"the re-loaded model has {len(after)} variables, the model {len(before)}")
+    for a, b in zip(before, after):
+        va, vb = keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        if va.shape != vb.shape:
+            raise RoundTripError(f"variable {a.path!r} has shape {tuple(va.shape)} in the model, "
+                                 f"{tuple(vb.shape)} ({b.path!r}) once re-loaded")
+        if not np.array_equal(va, vb, equal_nan=True):
+            worst = float(np.max(np.abs(va.astype(np.float64) - vb.astype(np.float64)), initial=0.0))
+            raise RoundTripError(f"variable {a.path!r} differs once re-loaded (max abs diff {worst:.3g})")
+
+
+def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800, modules=(), signature=None) \
+        -> list[str]:
+    """Re-load a `.keras` file under KERAS_BACKEND=route in a fresh process and export it there; `modules`
+    ((module, file) pairs) are imported first so the model's own classes load, `signature` (JSON) is the input
+    signature of a model that has none of its own."""
     env = dict(os.environ, KERAS_BACKEND=route)
     cmd = [sys.executable, "-m", "kerastk.deploy._worker", str(keras_path), str(path)]
     if opset is not None:
         cmd += ["--opset", str(opset)]
+    for module, file in modules:
+        cmd += ["--module", f"{module}={file or ''}"]
+    if signature is not None:
+        cmd += ["--signature", signature]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    try:
+        reply = json.loads(last)
+    except ValueError:
+        reply = {}
     if proc.returncode == _WORKER_WRITE_ERROR:  # the output could not be written: no other route can help
-        failure = json.loads(proc.stdout.strip().splitlines()[-1])
-        raise OSError(failure["errno"], failure["message"])
+        raise OSError(reply["errno"], reply["message"])
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        if reply.get("error"):
+            raise ExporterFailure(f"{route} route: {reply['error']}")
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()
+                 and "removed its internal frames" not in ln]
         raise RuntimeError(f"{route} export failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1]).get("fixes", [])
+    return reply.get("fixes", [])
 
 
 def _routes(requested, active, optimize=False):
@@ -191,13 +423,32 @@ def _set_aside_export(path: Path) -> list[str]:
     return moved
 
 
-def _export_route(model, r, active, candidate, opset, keras_path_holder, tmp):
+def _export_route(model, r, active, candidate, opset, keras_path_holder, tmp, signature=None):
+    """Export through route `r`: in this process for the active backend, else from a saved `.keras` copy in a
+    subprocess - once that copy is proven to round-trip (every variable equal once re-loaded); a model that does
+    not can only take the in-process route, and every subprocess route fails with the reason."""
     if r == active:
-        return export_native(model, candidate, opset)
+        return export_native(model, candidate, opset) if signature is None else \
+            export_native(model, candidate, opset, signature=signature)
+    modules = user_modules(model)
+    if len(keras_path_holder) < 2:
+        keras_path_holder.append(None)  # the round-trip failure, once checked
     if keras_path_holder[0] is None:
         keras_path_holder[0] = Path(tmp) / "model.keras"
-        model.save(keras_path_holder[0])
-    return export_in_subprocess(keras_path_holder[0], candidate, r, opset)
+        try:
+            model.save(keras_path_holder[0])
+            check_round_trip(model, keras_path_holder[0], modules)
+        except OSError:
+            raise
+        except Exception as exc:
+            reason = _clean(str(exc)) if isinstance(exc, RoundTripError) else \
+                f"saving it failed ({type(exc).__name__}: {_clean(str(exc))[:300]})"
+            keras_path_holder[1] = reason
+    if keras_path_holder[1]:
+        raise RoundTripError(f"the model does not round-trip through .keras: {keras_path_holder[1]}; the {r} route "
+                             f"re-loads a saved copy, so only the in-process route ({active}) can export it")
+    return export_in_subprocess(keras_path_holder[0], candidate, r, opset, modules=modules,
+                                signature=_signature_json(model))
 
 
 def _first_line(exc) -> str:
@@ -205,7 +456,8 @@ def _first_line(exc) -> str:
 
 
 def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True, inputs=None, atol=DEFAULT_ATOL,
-                batch_sizes=DEFAULT_BATCH_SIZES, verbose=False) -> ExportResult:
+                batch_sizes=DEFAULT_BATCH_SIZES, verbose=False, input_signature=None,
+                rtol=DEFAULT_RTOL) -> ExportResult:
     """Export a Keras model (or a `.keras` file) to ONNX and prove it equal in onnxruntime.
 
     Args:
@@ -220,15 +472,21 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
             "measure": every installed route is exported, optimised, validated and timed at batch 1; the
             fastest ships. False: the active backend's exporter first, the file as the exporter wrote it.
         inputs: real inputs used for validation (random inputs fitting the model when None).
-        atol: validation tolerance (max abs diff over every output).
+        atol: an absolute floor added to the validation criterion (kerastk.deploy.parity: 0 by default; the
+            relative tolerance follows each output's values).
         batch_sizes: batch sizes validated (two distinct sizes prove the batch axis is dynamic).
+        input_signature: the inputs of a model that records none of its own (a subclassed model built some other
+            way than by calling it): a keras.InputSpec, a dict of them, or a list with one structure per
+            positional argument of `call` (Model.export's form). None: the model's inputs, or for a subclassed
+            model the shapes it was built with.
 
     Returns:
         ExportResult with the route used, seconds, opset, the ValidationReport and `graph` (node / Transpose
         counts before and after optimisation, bytes, batch-1 onnxruntime latency of the shipped file).
 
     Raises:
-        ExportError when no route gives a file that validates; OSError when the output cannot be written (folder
+        ExportError when no route gives a file that validates (a file whose parity is undecided - nothing
+        failed, but no output depends on the inputs checked - ships with a warning when no route passes); OSError when the output cannot be written (folder
         missing rights, disk full); nothing is left at `path` after any failure or interruption, and a stale file
         (and card) from an earlier export there is removed.
     """
@@ -253,6 +511,10 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
     if not isinstance(model, keras.Model):
         raise TypeError(f"export_onnx needs a keras.Model or a .keras path; received {type(model).__name__}.")
 
+    if input_signature is not None:
+        from kerastk.deploy.feeds import set_input_signature
+
+        set_input_signature(model, input_signature)  # validation feeds follow it too
     path = Path(path)
     _check_output_folder(path)
     active = active_backend()
@@ -262,7 +524,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
         from kerastk.backend import BACKENDS, backend_available
 
         routes = [r for r in BACKENDS if r == active or backend_available(r)]
-    attempts, shipped = [], []
+    attempts, shipped, undecided = [], [], []
     try:
         # Candidates are written beside the output (same file system), so the final move is an atomic rename.
         with tempfile.TemporaryDirectory(prefix=".kerastk-export-", dir=path.parent) as tmp:
@@ -271,7 +533,10 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                 candidate = Path(tmp) / f"{r}.onnx"
                 t0 = time.perf_counter()
                 try:
-                    fixes = _export_route(model, r, active, candidate, opset, holder, tmp)
+                    fixes = _export_route(model, r, active, candidate, opset, holder, tmp, input_signature)
+                    # Keras's input/output names, used opset domains only, producer kerastk: the file validated
+                    # below is the file shipped (kerastk.deploy.metadata)
+                    finalize_graph(candidate, input_names(model), output_names(model))
                 except OSError as exc:
                     if exc.errno in _WRITE_ERRNOS:
                         raise OSError(exc.errno, f"Writing the {r} export for {str(path)!r} failed: "
@@ -282,23 +547,37 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                 except Exception as exc:
                     attempts.append(_failed(r, t0, exc, verbose))
                     continue
-                report = validate_onnx(candidate, model, inputs=inputs, atol=atol, batch_sizes=batch_sizes)
+                report = validate_onnx(candidate, model, inputs=inputs, atol=atol, rtol=rtol,
+                                       batch_sizes=batch_sizes)
                 attempt = {"route": r, "seconds": round(time.perf_counter() - t0, 2), "graph_fixes": fixes,
                            "validation": report.to_dict()}
                 attempts.append(attempt)
                 if verbose:
                     print(f"[kerastk.export] route {r}: {report}", file=sys.stderr)
+                if report.verdict == UNDECIDED:
+                    undecided.append((r, candidate, report, attempt))  # another route may expose the logits
+                    continue
                 if not report.passed:
                     continue
                 graph = {"exported": graph_stats(candidate)}
                 if optimize:
-                    candidate, report = _optimized(candidate, model, report, graph, inputs, atol, batch_sizes)
+                    candidate, report = _optimized(candidate, model, report, graph, inputs, atol, batch_sizes, rtol)
                 graph.update(graph_stats(candidate))
                 graph["latency_ms_batch1"] = _batch1_latency(candidate, inputs, graph)
                 attempt["graph"] = graph
                 shipped.append((graph["latency_ms_batch1"] or float("inf"), r, candidate, report, graph))
                 if not measure:
                     break
+            if not shipped and undecided:  # nothing failed, nothing could decide: shipped, and said so
+                r, candidate, report, attempt = undecided[0]
+                graph = {"exported": graph_stats(candidate), **graph_stats(candidate)}
+                graph["latency_ms_batch1"] = _batch1_latency(candidate, inputs, graph)
+                attempt["graph"] = graph
+                shipped.append((0.0, r, candidate, report, graph))
+                warnings.warn(f"The {r} export of {model.name!r} matches Keras, but its parity is UNDECIDED: every "
+                              "compared output gives the same values for every input checked, so a file with other "
+                              "weights would match as well (pass real inputs that exercise the model).",
+                              stacklevel=2)
             if shipped:
                 _, r, candidate, report, graph = min(shipped, key=lambda s: s[0])
                 opset_used = _opset_of(candidate)
@@ -344,11 +623,12 @@ def _batch1_latency(path, inputs, graph):
         return None
 
 
-def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes):
+def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes, rtol):
     """The offline-optimised file when it still validates, else the exporter's file (the reason in `graph`)."""
     optimized = candidate.with_name(candidate.stem + ".opt.onnx")
     try:
         optimize_graph(candidate, optimized)
+        finalize_graph(optimized, input_names(model), output_names(model))  # onnxruntime re-adds opset domains
     except OSError as exc:
         if exc.errno in _WRITE_ERRNOS:
             raise
@@ -357,7 +637,7 @@ def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes):
     except Exception as exc:
         graph["optimizer"] = f"skipped: {type(exc).__name__}: {_first_line(exc)}"
         return candidate, report
-    opt_report = validate_onnx(optimized, model, inputs=inputs, atol=atol, batch_sizes=batch_sizes)
+    opt_report = validate_onnx(optimized, model, inputs=inputs, atol=atol, rtol=rtol, batch_sizes=batch_sizes)
     if not opt_report.passed:
         graph["optimizer"] = f"not used (optimised file failed validation: {opt_report})"
         return candidate, report
@@ -372,25 +652,43 @@ def _ort_version() -> str:
 
 
 def main_worker(argv=None) -> int:
-    """Entry point of `python -m kerastk.deploy._worker SRC.keras OUT.onnx [--opset N]`."""
+    """Entry point of `python -m kerastk.deploy._worker SRC.keras OUT.onnx [--opset N] [--module NAME=FILE]...
+    [--signature JSON]`. On failure the last stdout line is JSON {"error": ...}: the layer and the exporter's own
+    message (exporter_message)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Export a .keras file with the active backend's exporter.")
     parser.add_argument("keras_path")
     parser.add_argument("onnx_path")
     parser.add_argument("--opset", type=int, default=None)
+    parser.add_argument("--module", action="append", default=[],
+                        help="NAME=FILE of a module defining the model's classes (imported before loading)")
+    parser.add_argument("--signature", default=None, help="the input signature (JSON) of a subclassed model")
     args = parser.parse_args(argv)
     import keras
 
     from kerastk.deploy.validate import load_keras
 
-    model = load_keras(args.keras_path)
+    modules = [tuple(m.split("=", 1)) if "=" in m else (m, "") for m in args.module]
     try:
-        fixes = export_native(model, args.onnx_path, args.opset)
+        objects = import_user_modules([(name, file or None) for name, file in modules])
+        with keras.saving.custom_object_scope(objects):
+            model = load_keras(args.keras_path)
+        signature = _signature_from_json(args.signature) if args.signature else None
+        fixes = export_native(model, args.onnx_path, args.opset) if signature is None else \
+            export_native(model, args.onnx_path, args.opset, signature=signature)
     except OSError as exc:
         if exc.errno not in _WRITE_ERRNOS:
-            raise
+            print(json.dumps({"error": f"{type(exc).__name__}: {_clean(str(exc))[:500]}"}))
+            return 1
         print(json.dumps({"errno": exc.errno, "message": exc.strerror or str(exc)}))
         return _WORKER_WRITE_ERROR
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        message = _clean(str(exc)) if isinstance(exc, ExporterFailure) else exporter_message(exc)
+        print(json.dumps({"error": message[:800]}))
+        return 1
     print(json.dumps({"route": keras.backend.backend(), "path": args.onnx_path, "fixes": fixes}))
     return 0

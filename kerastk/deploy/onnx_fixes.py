@@ -93,17 +93,59 @@ def fix_erfc(model) -> int:
     return len(nodes)
 
 
+def fold_captured_constants(model, constants, expected_inputs=None) -> list[str]:
+    """Turn graph inputs that are constants the exported function captured into initializers, in place.
+
+    tf2onnx makes every non-variable tensor a TensorFlow graph captures (a ViT's position ids, a Swin attention
+    mask, EfficientNet's normalisation statistics) a required graph input such as ``.../Less/x:0``. `constants`
+    maps those names (the capture's placeholder, ``:0`` suffix optional) to their values. Any other input beyond
+    the model's own `expected_inputs` (when given, a list of how many or which names are expected) is an error: a
+    file that needs values no caller has. Returns the names folded."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initialized = {t.name for t in graph.initializer}
+    constants = dict(constants or {})
+    for name in list(constants):
+        constants.setdefault(name.removesuffix(":0"), constants[name])
+    folded, keep = [], []
+    for value_info in graph.input:
+        name = value_info.name
+        if name in initialized:
+            keep.append(value_info)
+            continue
+        value = constants.get(name, constants.get(name.removesuffix(":0")))
+        if value is not None and (expected_inputs is None or name not in expected_inputs):
+            graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+            folded.append(name)
+        else:
+            keep.append(value_info)
+    if folded:
+        del graph.input[:]
+        graph.input.extend(keep)
+    if expected_inputs is not None:
+        free = [v.name for v in graph.input if v.name not in initialized]
+        if len(free) > len(expected_inputs):
+            extra = [n for n in free if n not in expected_inputs][:5] or free[len(expected_inputs):][:5]
+            raise ValueError(f"The exported graph needs {len(free)} inputs, the model has {len(expected_inputs)} "
+                             f"({list(expected_inputs)}): {extra} are values the graph captured that the exporter "
+                             f"turned into inputs and whose values are not known here.")
+    return folded
+
+
 def _uses_external_data(model) -> bool:
     from onnx.external_data_helper import uses_external_data
 
     return any(uses_external_data(t) for t in model.graph.initializer)
 
 
-def apply_fixes(path, route: str) -> list[str]:
+def apply_fixes(path, route: str, constants=None, expected_inputs=None) -> list[str]:
     """Apply the fixes that concern `route` to the ONNX file at `path`; returns what was done.
 
     Every route: weights an exporter wrote to a side file (jax2onnx's `<name>.onnx.data`) are folded back into
-    the one .onnx file, so the validated file is self-contained and can be moved or copied alone.
+    the one .onnx file, so the validated file is self-contained and can be moved or copied alone; graph inputs
+    that are captured constants (`constants`, by name) become initializers, and a graph with more inputs than
+    `expected_inputs` (the model's input names) is refused (fold_captured_constants).
     """
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
@@ -113,6 +155,9 @@ def apply_fixes(path, route: str) -> list[str]:
     if _uses_external_data(model):
         load_external_data_for_model(model, str(Path(path).parent))
         done.append("folded external weight data into the .onnx file")
+    folded = fold_captured_constants(model, constants, expected_inputs) if (constants or expected_inputs) else []
+    if folded:
+        done.append(f"folded {len(folded)} captured constant(s) the exporter made graph inputs into the file")
     count = fix_channels_last_maxpool(model) if route == "jax" else 0
     if count:
         done.append(f"rewrote {count} channels-last MaxPool node(s) as channels-first MaxPool")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+from kerastk.deploy import metadata
 
 #: onnxruntime type strings -> numpy dtype names.
 ORT_DTYPES = {
@@ -30,6 +33,12 @@ class OnnxModel:
         model = OnnxModel("export/mnist_lenet5/model.onnx")    # reads card.json beside it when present
         probs = model.predict(model.preprocess(raw_pixels))     # raw -> the preprocessing the model was trained on
         labels = model.predict_labels(model.preprocess(raw_pixels))
+        model.predict({"image": pixels})                        # or a dict keyed by input names
+
+    Without a card beside it, the essentials kerastk embedded in the file's metadata (task, class names,
+    preprocessing, decision threshold: kerastk.deploy.metadata) are used; with one, the card wins, and a card
+    that disagrees with the metadata gets a warning naming the fields. `info` is what is used (metadata
+    overlaid by the card), `card` the card alone ({} without one), `metadata` the file's essentials.
 
     Inputs are checked before onnxruntime sees them: a wrong rank, shape or dtype is a ValueError naming what
     was expected and what was received.
@@ -51,6 +60,27 @@ class OnnxModel:
                        for a in self.session.get_inputs()]
         self.output_names = [a.name for a in self.session.get_outputs()]
         self._check_card()
+        self.metadata = self._read_metadata()
+        self.info = {**metadata.as_card(self.metadata), **self.card}
+        self._compare_card()
+
+    def _read_metadata(self) -> dict:
+        """The kerastk essentials in the file's metadata_props (onnxruntime has read them with the graph)."""
+        try:
+            props = self.session.get_modelmeta().custom_metadata_map
+        except Exception:
+            return {}
+        return metadata.decode(props)
+
+    def _compare_card(self):
+        """The card wins over the metadata; fields where they disagree are named in a warning."""
+        differing = metadata.differences(self.card, self.metadata)
+        if differing:
+            where = f"The card {str(self.card_path)!r}" if self.card_path else "The card given"
+            detail = "; ".join(f"{k}: card {_short(metadata.essentials(self.card).get(k))}, file "
+                               f"{_short(self.metadata.get(k))}" for k in differing)
+            warnings.warn(f"{where} and the metadata embedded in {self.path.name} differ in "
+                          f"{', '.join(differing)} ({detail}); the card is used.", UserWarning, stacklevel=3)
 
     def _load_card(self, card):
         self.card_path = None
@@ -95,22 +125,27 @@ class OnnxModel:
 
     @property
     def class_names(self):
-        return self.card.get("class_names")
+        return self.info.get("class_names")
+
+    @property
+    def task(self):
+        return self.info.get("task")
 
     def preprocess(self, x) -> np.ndarray:
-        """Apply the preprocessing recorded in the card (e.g. pixels / 255, or standardisation).
+        """Apply the preprocessing recorded in the card, else in the file's metadata (e.g. pixels / 255, or
+        standardisation).
 
-        Raises ValueError when the model has no card (or the card records no preprocessing): the raw inputs
-        would otherwise reach the model unscaled and give confident wrong answers."""
+        Raises ValueError when neither records it (a bare ONNX file without a card): the raw inputs would
+        otherwise reach the model unscaled and give confident wrong answers."""
         from kerastk.data import apply_preprocessing
 
-        if "preprocessing" not in self.card:
+        if not isinstance(self.info.get("preprocessing"), dict):
             what = "a card without 'preprocessing'" if self.card else (
                 f"no card (looked for {str(card_path_for(self.path))!r})")
-            raise ValueError(f"{self.path.name} has {what}, so the preprocessing it was trained with is unknown; "
-                             "pass card=... (the card.json written at export) or preprocess the inputs yourself "
-                             "and call predict().")
-        return apply_preprocessing(x, self.card["preprocessing"])
+            raise ValueError(f"{self.path.name} has {what} and no kerastk metadata recording it, so the "
+                             "preprocessing it was trained with is unknown; pass card=... (the card.json written "
+                             "at export) or preprocess the inputs yourself and call predict().")
+        return apply_preprocessing(x, self.info["preprocessing"])
 
     def _check(self, arrays):
         if len(arrays) != len(self.inputs):
@@ -141,27 +176,47 @@ class OnnxModel:
             feed[name] = a
         return feed
 
+    def arrays(self, x) -> list:
+        """`x` as a list in the order of the graph's inputs: an array, a list of arrays, or a dict keyed by
+        input names (ValueError naming the missing and unknown keys)."""
+        if isinstance(x, dict):
+            names = [n for n, _, _ in self.inputs]
+            missing = [n for n in names if n not in x]
+            unknown = [k for k in x if k not in names]
+            if missing or unknown:
+                parts = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+                raise ValueError(f"{self.path.name} takes inputs {names}; the dict given has "
+                                 f"{' and '.join(parts)} key(s).")
+            return [x[n] for n in names]
+        return list(x) if isinstance(x, (list, tuple)) else [x]
+
     def predict(self, x):
-        """Outputs for `x` (an array, or a list of arrays for several inputs): one array, or a list of them."""
-        arrays = list(x) if isinstance(x, (list, tuple)) else [x]
-        outputs = self.session.run(None, self._check(arrays))
+        """Outputs for `x` (an array, a list of arrays for several inputs, or a dict of arrays keyed by input
+        names): one array, or a list of them."""
+        outputs = self.session.run(None, self._check(self.arrays(x)))
         return outputs[0] if len(outputs) == 1 else outputs
 
     def predict_labels(self, x) -> list:
-        """Argmax of the first output, mapped to the card's class names when it has them; for a multi-label
-        model (card task "multilabel") the list of attributes above the card's threshold for each row."""
+        """Argmax of the first output, mapped to the class names (card, else file metadata) when there are
+        some; for a multi-label model (task "multilabel") the list of attributes above the decision threshold
+        for each row."""
         y = self.predict(x)
         y = y[0] if isinstance(y, list) else y
         names = self.class_names
-        if self.card.get("task") == "multilabel":
-            on = y > self.card.get("decision_threshold", 0.5)
+        if self.info.get("task") == "multilabel":
+            on = y > self.info.get("decision_threshold", 0.5)
             return [[names[j] if names else j for j in np.flatnonzero(row)] for row in on]
         idx = np.argmax(y, axis=-1) if y.shape[-1] > 1 else (y[..., 0] > 0.5).astype(int)
         return [names[i] if names else int(i) for i in np.ravel(idx)]
 
     def __repr__(self):
         ins = ", ".join(f"{n}{tuple(s)}:{d}" for n, s, d in self.inputs)
-        return f"OnnxModel({str(self.path)!r}, inputs=[{ins}], route={self.card.get('route')!r})"
+        return f"OnnxModel({str(self.path)!r}, inputs=[{ins}], route={self.info.get('route')!r})"
+
+
+def _short(value, limit=80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _shape_hint(expected, received) -> str:

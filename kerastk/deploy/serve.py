@@ -8,12 +8,14 @@ Endpoints (see :func:`create_app`):
 
 - ``GET /health``: ``{"status": "ok", ...}`` plus request / session-run counters.
 - ``GET /metadata``: the model card (name, inputs, outputs, preprocessing, class names, export route, parity,
-  metrics) and the serving settings; for an ONNX file without a card, what the file itself says plus
-  ``"card": null`` and a note.
+  metrics) and the serving settings; for an ONNX file without a card, what the file itself says (its inputs and
+  outputs, and the essentials kerastk embedded in its metadata: task, preprocessing, class names, route,
+  parity verdict, also under ``"embedded"``) plus ``"card": null`` and a note.
 - ``POST /predict``: JSON ``{"inputs": [[...], ...]}`` (one input) or ``{"inputs": {"name": [...], ...}}``
-  (several), optional ``"raw": true`` to apply the card's preprocessing first; or an ``application/x-npy``
-  body (one ``np.save`` array, single-input models; ``?raw=true`` for raw values). The reply is
-  ``{"outputs": ..., "labels": [...] (when the card has class names), "batch_size": n}``.
+  (several, keyed by input names), optional ``"raw": true`` to apply the preprocessing first (the card's, else
+  the file's embedded metadata's); or an ``application/x-npy`` body (one ``np.save`` array, single-input
+  models; ``?raw=true`` for raw values). The reply is ``{"outputs": ..., "labels": [...] (when the card or the
+  file's metadata has class names), "batch_size": n}``.
 
 Every request is checked before onnxruntime sees it: body size and rows per request (413), content type (415),
 malformed JSON / npy / fields (400 or 422), rank, shape, dtype (400, with :class:`OnnxModel`'s message),
@@ -62,7 +64,8 @@ __all__ = ["create_app", "serve", "running_server", "load_test", "add_serve_argu
 #: Content types POST /predict accepts.
 CONTENT_TYPES = ("application/json", "application/x-npy")
 #: Card fields /metadata lifts to the top level.
-CARD_FIELDS = ("task", "preprocessing", "class_names", "route", "backend", "opset", "parity", "metrics")
+CARD_FIELDS = ("task", "preprocessing", "class_names", "input_layout", "route", "backend", "opset", "parity",
+               "metrics")
 
 
 class RequestError(Exception):
@@ -343,7 +346,7 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
     names = [n for n, _, _ in model.inputs]
     started = time.time()
 
-    app = FastAPI(title=f"kerastk: {model.card.get('name') or model.path.stem}",
+    app = FastAPI(title=f"kerastk: {model.info.get('name') or model.path.stem}",
                   description="Predictions from an exported ONNX model (numpy + onnxruntime).")
     app.state.model, app.state.stats, app.state.settings, app.state.batcher = model, stats, settings, batcher
 
@@ -366,10 +369,10 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
         return bytes(body)
 
     def preprocess(a):
-        if not model.card:
+        if not model.card and not isinstance(model.info.get("preprocessing"), dict):
             raise RequestError(400, f"\"raw\": true applies the model card's preprocessing, but "
-                                    f"{model.path.name} has no card ({card_path_for(model.path).name} not found); "
-                                    f"send preprocessed inputs instead.")
+                                    f"{model.path.name} has no card ({card_path_for(model.path).name} not found) "
+                                    f"and no kerastk metadata recording it; send preprocessed inputs instead.")
         if len(names) != 1:
             raise RequestError(400, f"\"raw\": true is for single-input models; {model.path.name} takes "
                                     f"{len(names)} inputs ({', '.join(names)}).")
@@ -395,8 +398,12 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
         given = payload["inputs"]
         if isinstance(given, dict):
             if sorted(given) != sorted(names):
+                missing = [n for n in names if n not in given]
+                unknown = [k for k in given if k not in names]
+                what = "; ".join(([f"missing {missing}"] if missing else [])
+                                 + ([f"unknown {unknown}"] if unknown else []))
                 raise RequestError(422, f"\"inputs\" must name every input of {model.path.name}: {names}; "
-                                        f"received {sorted(given)}.")
+                                        f"received {sorted(given)} ({what}).")
             values = [given[n] for n in names]
         elif len(names) == 1:
             values = [given]
@@ -455,7 +462,7 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
         out_names = [o.name for o in model.session.get_outputs()]
         body = {"outputs": _to_json(outputs[0]) if len(outputs) == 1
                 else {n: _to_json(o) for n, o in zip(out_names, outputs)}}
-        labels = _labels(model.card, outputs[0])
+        labels = _labels(model.info, outputs[0])
         if labels is not None:
             body["labels"] = labels
         body["batch_size"] = rows
@@ -465,17 +472,22 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model.card.get("name") or model.path.stem, "file": model.path.name,
+        return {"status": "ok", "model": model.info.get("name") or model.path.stem, "file": model.path.name,
                 "uptime_s": round(time.time() - started, 1), "batching": settings["batching"],
                 "stats": stats.to_dict()}
 
     @app.get("/metadata")
     async def metadata():
         card_ = model.card or None
-        meta = {"name": (card_ or {}).get("name") or model.path.stem, "file": model.path.name, **io_spec()}
-        meta.update({k: (card_ or {}).get(k) for k in CARD_FIELDS})
+        meta = {"name": model.info.get("name") or model.path.stem, "file": model.path.name, **io_spec()}
+        meta.update({k: model.info.get(k) for k in CARD_FIELDS})
         meta["card"] = card_
-        if card_ is None:
+        meta["embedded"] = model.metadata or None  # the essentials kerastk embedded in the file
+        if card_ is None and model.metadata:
+            meta["note"] = (f"No model card beside {model.path.name} ({card_path_for(model.path).name}): inputs "
+                            f"and outputs are read from the ONNX file, task, preprocessing and class names from "
+                            f"the kerastk metadata embedded in it.")
+        elif card_ is None:
             meta["note"] = (f"No model card beside {model.path.name} ({card_path_for(model.path).name}): inputs "
                             f"and outputs are read from the ONNX file; preprocessing and class names are "
                             f"unknown, so \"raw\": true is refused.")
