@@ -108,10 +108,14 @@ def cmd_train(args, rest) -> int:
 def cmd_export(args) -> int:
     from kerastk.deploy import ExportError, export_onnx
 
+    from kerastk.deploy.quantize import run_test_rows
+
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
     try:
+        # a run folder's own test rows exercise the model as it was trained; random inputs otherwise
+        rows = run_test_rows(Path(args.model).parent)
         result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, rtol=args.rtol,
-                             verbose=True,
+                             inputs=rows, verbose=True,
                              optimize={"rule": True, "measure": "measure", "off": False}[args.optimize])
     except (ExportError, OSError, ValueError, TypeError) as exc:
         print(f"kerastk export: {exc}", file=sys.stderr)
@@ -166,7 +170,9 @@ def cmd_validate(args) -> int:
         return 2
     try:
         require_runtime(args.runtime)  # before loading the Keras model: a missing runtime is known at once
-        inputs = np.load(args.inputs) if args.inputs else None
+        from kerastk.deploy.quantize import run_test_rows
+
+        inputs = np.load(args.inputs) if args.inputs else run_test_rows(Path(args.keras).parent)
         report = validate_onnx(args.onnx, args.keras, inputs=inputs, atol=args.atol, rtol=args.rtol,
                                runtime=args.runtime)
     except RuntimeNotInstalled as exc:
@@ -235,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="compare an ONNX file with its Keras model in onnxruntime (or OpenVINO)")
     p.add_argument("onnx")
     p.add_argument("--keras", required=True)
-    p.add_argument("--inputs", help=".npy of real inputs (random ones otherwise)")
+    p.add_argument("--inputs", help=".npy of real inputs (default: the run folder's test rows beside the .keras, else "
+                                    "random ones)")
     p.add_argument("--atol", type=float, default=0.0,
                    help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the parity criterion")

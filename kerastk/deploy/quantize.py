@@ -298,6 +298,19 @@ def save_quantization_data(run_dir, data, rows: int = 256, seed: int = 0) -> Pat
     return path
 
 
+def run_test_rows(run_dir, rows: int = 64):
+    """The first `rows` test rows a run folder kept in ``quantization_data.npz`` (an array, or a list for a
+    multi-input model), or None when the folder has none: real inputs for a parity check."""
+    path = Path(run_dir) / QUANTIZATION_DATA
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        x = _unnamed(npz, "x_test")
+        if x is None:
+            return None
+        return [a[:rows] for a in x] if isinstance(x, list) else x[:rows]
+
+
 # --- quantising a run folder's model and measuring it ---------------------------------------------------------
 
 
@@ -478,6 +491,12 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         info = quantize_onnx(onnx_path, out, mode, calibration if mode == "int8" else None, **quantize_kwargs)
         if mode == "int8":
             info["calibration_source"] = source
+        # onnxruntime copied the fp32 file's metadata: the quantised file describes itself, without the fp32
+        # file's parity (it is not proven equal to Keras; its card compares it with the fp32 file)
+        from kerastk.deploy import metadata
+
+        metadata.embed(out, metadata.essentials({**card, "parity": {"verdict": "undecided"}}))
+        info["bytes"] = out.stat().st_size
 
         fp32_session, quant_session = ort_session(onnx_path), ort_session(out)
         task = card.get("task") or saved.get("task")
@@ -518,6 +537,7 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
                            "metrics": {**(card.get("metrics") or {}), "onnx": figures["metrics_quantized"]},
                            "parity": {"reference": onnx_path.name, "max_abs_diff": figures["max_abs_diff"],
                                       "argmax_agreement": figures["argmax_agreement"], "passed": None,
+                                      "verdict": "undecided",
                                       "message": f"{mode} file compared with the float32 file on the test split"}})
         _write_json(stale_card, quant_card)
     except BaseException:

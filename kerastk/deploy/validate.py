@@ -18,7 +18,6 @@ from kerastk.deploy.parity import (DEFAULT_ATOL, DEFAULT_RTOL, FAILED, PASSED, U
                                    argmax_counts, compare_tensor, criterion_text, overall_verdict)
 
 DEFAULT_BATCH_SIZES = (1, 8)
-RUNTIMES = ("onnxruntime", "openvino")
 #: Output activations whose inputs (the logits) are compared too; the ONNX op each exporter writes for them.
 _SATURATING = {"softmax": "Softmax", "sigmoid": "Sigmoid"}
 
@@ -262,10 +261,11 @@ def _session(path, runtime, model_bytes, tmp):
 
 
 def _check_runtime(runtime):
-    if runtime not in RUNTIMES:
-        raise ValueError(f"Unknown runtime {runtime!r}; expected one of {list(RUNTIMES)}.")
-    if runtime == "openvino":
-        from kerastk.deploy.openvino import make_session  # noqa: F401  (raises when openvino is not installed)
+    """A ValueError for an unknown runtime, RuntimeNotInstalled (an ImportError naming the extra) for one that is
+    not installed - before any work."""
+    from kerastk.deploy.openvino import require_runtime
+
+    require_runtime(runtime)
 
 
 class ParityCheck:
