@@ -61,6 +61,7 @@ def check_export(model, path, atol=1e-4):
     report = result.validation
     assert report.passed and report.verdict == "passed", str(report)
     assert report.max_rel_diff <= report.rtol  # the criterion (kerastk.deploy.parity), relative to each output
+    _log_parity(model, result)
     assert report.batch_sizes == (1, 8)
     assert report.max_abs_diff <= atol
     # the shipped file is self-contained: it loads and runs from its final place, alone
@@ -71,3 +72,22 @@ def check_export(model, path, atol=1e-4):
     outputs = OnnxModel(path).predict(x if len(x) > 1 else x[0])
     assert np.all(np.isfinite(np.asarray(outputs[0] if isinstance(outputs, list) else outputs)))
     return result
+
+
+def _log_parity(model, result) -> None:
+    """With KERASTK_PARITY_LOG=FOLDER, one JSON line per export (model, backend, route, verdict, max abs / rel
+    diff): the registry-wide figures without a second run."""
+    import json
+    import os
+
+    import keras
+
+    folder = os.environ.get("KERASTK_PARITY_LOG")
+    if not folder:
+        return
+    v = result.validation
+    line = {"model": model.name, "backend": keras.backend.backend(), "route": result.route, "verdict": v.verdict,
+            "max_abs_diff": v.max_abs_diff, "max_rel_diff": v.max_rel_diff,
+            "outputs": [(o["kind"], o["verdict"], o["max_rel_diff"]) for o in v.outputs]}
+    with open(Path(folder) / f"parity_{keras.backend.backend()}.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")

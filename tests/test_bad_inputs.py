@@ -144,7 +144,8 @@ def test_onnx_without_a_card_predicts_but_refuses_raw_inputs(tmp_path, clf):
     with pytest.raises(ValueError, match=r"model.onnx has no card \(looked for '.*bare/card.json'\) and no kerastk "
                                          r"metadata recording it, so the preprocessing it was trained with is unknown; "):
         model.preprocess(np.ones((1, 4)))
-    # the card given explicitly restores both
+    # the card given explicitly restores both (a card describes one file: the copy with its bytes unchanged)
+    (bare / "model.onnx").write_bytes(clf.read_bytes())
     card = json.loads((clf.parent / "card.json").read_text())
     with_card = OnnxModel(bare / "model.onnx", card=card)
     np.testing.assert_allclose(with_card.preprocess(np.full((1, 4), 4.0)), np.full((1, 4), 2.0))

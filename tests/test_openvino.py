@@ -12,7 +12,6 @@ stays 100x below what a reduced precision gives: with OpenVINO's default CPU pre
 bf16 support) the same measure is 1.5e-3 (LeNet-5) and 4.4e-3 (MLP).
 """
 import importlib.util
-import inspect
 import sys
 
 import numpy as np
@@ -150,10 +149,9 @@ def test_unknown_runtime_is_a_value_error(exported):
     assert exit_info.value.code == 2
     from kerastk.deploy.validate import validate_onnx
 
-    if "runtime" in inspect.signature(validate_onnx).parameters:
-        model, path, _ = exported["lenet5"]
-        with pytest.raises(ValueError, match="tensorrt"):
-            validate_onnx(path, model, runtime="tensorrt")
+    model, path, _ = exported["lenet5"]
+    with pytest.raises(ValueError, match="tensorrt"):
+        validate_onnx(path, model, runtime="tensorrt")
 
 
 def test_missing_openvino_names_the_extra(exported, monkeypatch, capsys):
@@ -167,9 +165,8 @@ def test_missing_openvino_names_the_extra(exported, monkeypatch, capsys):
     assert isinstance(info.value, ImportError)
     from kerastk.deploy.validate import validate_onnx
 
-    if "runtime" in inspect.signature(validate_onnx).parameters:  # not a failed report: the error itself
-        with pytest.raises(RuntimeNotInstalled, match=r'pip install "kerastk\[openvino\]"'):
-            validate_onnx(path, exported["lenet5"][0], runtime="openvino")
+    with pytest.raises(RuntimeNotInstalled, match=r'pip install "kerastk\[openvino\]"'):  # the error, no report
+        validate_onnx(path, exported["lenet5"][0], runtime="openvino")
     code = cli.main(["validate", str(path), "--keras", str(keras_path), "--runtime", "openvino"])
     err = capsys.readouterr().err
     assert code == 2
@@ -177,16 +174,15 @@ def test_missing_openvino_names_the_extra(exported, monkeypatch, capsys):
 
 
 def test_validate_onnx_in_openvino(exported, capsys):
-    """End to end, once validate_onnx takes `runtime`: the Keras model against the file in OpenVINO."""
+    """End to end: the Keras model against the file in OpenVINO, logits included."""
     from kerastk import cli
     from kerastk.deploy.validate import validate_onnx
 
-    if "runtime" not in inspect.signature(validate_onnx).parameters:
-        pytest.skip("validate_onnx does not take runtime= yet")
     for name in MODELS:
         model, path, keras_path = exported[name]
         report = validate_onnx(path, model, runtime="openvino")
-        assert report.passed and report.max_abs_diff <= 1e-4, report
+        assert report.passed and report.max_abs_diff <= 1e-4 and report.runtime == "openvino", report
+        assert [o["kind"] for o in report.outputs] == ["output", "logits"] and report.max_rel_diff <= 1e-4
     _, path, keras_path = exported["lenet5"]
     assert cli.main(["validate", str(path), "--keras", str(keras_path), "--runtime", "openvino"]) == 0
     assert "PASSED" in capsys.readouterr().out

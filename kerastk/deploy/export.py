@@ -29,7 +29,7 @@ from pathlib import Path
 from kerastk.deploy.feeds import input_names, output_names
 from kerastk.deploy.metadata import finalize_graph
 from kerastk.deploy.parity import DEFAULT_RTOL, UNDECIDED
-from kerastk.deploy.validate import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, ValidationReport, validate_onnx
+from kerastk.deploy.validate import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, ParityCheck, ValidationReport
 
 #: Fallback order after the active backend: TensorFlow's graphs are the cleanest (see ARCHITECTURE.md).
 ROUTE_PREFERENCE = ("tensorflow", "torch", "jax")
@@ -524,7 +524,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
         from kerastk.backend import BACKENDS, backend_available
 
         routes = [r for r in BACKENDS if r == active or backend_available(r)]
-    attempts, shipped, undecided = [], [], []
+    attempts, shipped, undecided, check = [], [], [], None
     try:
         # Candidates are written beside the output (same file system), so the final move is an atomic rename.
         with tempfile.TemporaryDirectory(prefix=".kerastk-export-", dir=path.parent) as tmp:
@@ -547,8 +547,9 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                 except Exception as exc:
                     attempts.append(_failed(r, t0, exc, verbose))
                     continue
-                report = validate_onnx(candidate, model, inputs=inputs, atol=atol, rtol=rtol,
-                                       batch_sizes=batch_sizes)
+                if check is None:  # Keras's side once for every route and the optimised copies
+                    check = ParityCheck(model, inputs, atol, batch_sizes, rtol=rtol)
+                report = check.check(candidate)
                 attempt = {"route": r, "seconds": round(time.perf_counter() - t0, 2), "graph_fixes": fixes,
                            "validation": report.to_dict()}
                 attempts.append(attempt)
@@ -561,7 +562,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                     continue
                 graph = {"exported": graph_stats(candidate)}
                 if optimize:
-                    candidate, report = _optimized(candidate, model, report, graph, inputs, atol, batch_sizes, rtol)
+                    candidate, report = _optimized(candidate, check, report, graph)
                 graph.update(graph_stats(candidate))
                 graph["latency_ms_batch1"] = _batch1_latency(candidate, inputs, graph)
                 attempt["graph"] = graph
@@ -623,12 +624,12 @@ def _batch1_latency(path, inputs, graph):
         return None
 
 
-def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes, rtol):
+def _optimized(candidate, check, report, graph):
     """The offline-optimised file when it still validates, else the exporter's file (the reason in `graph`)."""
     optimized = candidate.with_name(candidate.stem + ".opt.onnx")
     try:
         optimize_graph(candidate, optimized)
-        finalize_graph(optimized, input_names(model), output_names(model))  # onnxruntime re-adds opset domains
+        finalize_graph(optimized, input_names(check.model), output_names(check.model))  # ORT re-adds opset domains
     except OSError as exc:
         if exc.errno in _WRITE_ERRNOS:
             raise
@@ -637,7 +638,7 @@ def _optimized(candidate, model, report, graph, inputs, atol, batch_sizes, rtol)
     except Exception as exc:
         graph["optimizer"] = f"skipped: {type(exc).__name__}: {_first_line(exc)}"
         return candidate, report
-    opt_report = validate_onnx(optimized, model, inputs=inputs, atol=atol, rtol=rtol, batch_sizes=batch_sizes)
+    opt_report = check.check(optimized)
     if not opt_report.passed:
         graph["optimizer"] = f"not used (optimised file failed validation: {opt_report})"
         return candidate, report
