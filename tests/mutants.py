@@ -129,8 +129,8 @@ def write_mutants(path, folder) -> dict:
 
 
 def _add_bias(model, output_name, channels, shift=1e-2):
-    """Insert `output + b` after the node that writes `output_name` (a Conv, MatMul or Gemm), b zero but `shift` at its last
-    output channel (axis 1 of a Conv's NCHW output, the last axis of a MatMul's)."""
+    """Insert `output + b` after the node that writes `output_name` (a Conv, MatMul or Gemm), b zero but `shift`
+    at its last output channel (axis 1 of a Conv's NCHW output, the last axis of a MatMul's)."""
     from onnx import helper, numpy_helper
 
     graph = model.graph

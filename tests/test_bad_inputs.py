@@ -141,8 +141,9 @@ def test_onnx_without_a_card_predicts_but_refuses_raw_inputs(tmp_path, clf):
     assert model.card == {} and model.class_names is None
     np.testing.assert_allclose(model.predict(x4()), OnnxModel(clf).predict(x4()))
     assert model.predict_labels(x4()) == [3, 3]  # indices: no class names without a card
-    with pytest.raises(ValueError, match=r"model.onnx has no card \(looked for '.*bare/card.json'\) and no kerastk "
-                                         r"metadata recording it, so the preprocessing it was trained with is unknown; "):
+    with pytest.raises(ValueError, match=r"model.onnx has no card \(looked for '.*bare/card.json'\) and no "
+                                         r"kerastk metadata recording it, so the preprocessing it was trained "
+                                         r"with is unknown; "):
         model.preprocess(np.ones((1, 4)))
     # the card given explicitly restores both (a card describes one file: the copy with its bytes unchanged)
     (bare / "model.onnx").write_bytes(clf.read_bytes())

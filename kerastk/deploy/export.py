@@ -486,9 +486,9 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
 
     Raises:
         ExportError when no route gives a file that validates (a file whose parity is undecided - nothing
-        failed, but no output depends on the inputs checked - ships with a warning when no route passes); OSError when the output cannot be written (folder
-        missing rights, disk full); nothing is left at `path` after any failure or interruption, and a stale file
-        (and card) from an earlier export there is removed.
+        failed, but no output depends on the inputs checked - ships with a warning when no route passes);
+        OSError when the output cannot be written (folder missing rights, disk full); nothing is left at `path`
+        after any failure or interruption, and a stale file (and card) from an earlier export there is removed.
     """
     import keras
 

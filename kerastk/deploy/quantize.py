@@ -519,7 +519,8 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         summary = {
             **info,
             "fp32_file": onnx_path.name,
-            "bytes_fp32": fp32_bytes, "bytes_quantized": info["bytes"], "size_ratio": round(fp32_bytes / info["bytes"], 3),
+            "bytes_fp32": fp32_bytes, "bytes_quantized": info["bytes"],
+            "size_ratio": round(fp32_bytes / info["bytes"], 3),
             "test_rows": None if x_test is None else int(len(x_test[0] if isinstance(x_test, list) else x_test)),
             "task": task, **figures,
             "latency_batch1_ms": {"fp32": lat32["median_ms"], "quantized": latq["median_ms"]},
