@@ -27,7 +27,10 @@ MODELS = {  # registry name -> builder arguments beyond input shape and classes
     "mobilenet": {"alpha": 0.5},
     "densenet121": {},
 }
-SMOKE_MODELS = ["lenet5", "mobilenet"]  # --smoke compares two quick ones unless --models is given
+# --smoke compares two quick ones unless --models is given. Not MobileNet: a few smoke steps leave its
+# BatchNormalization statistics at their initial values, where its 13-block stack gives the same output for every
+# input (its export's parity is then "undecided": no check can tell that file from a corrupted one).
+SMOKE_MODELS = ["lenet5", "mnist_cnn"]
 LATENCY_RUNS = 50  # onnxruntime calls timed per model (median reported)
 
 

@@ -14,7 +14,7 @@ RUN_FOLDERS = {  # recipe -> the run folders it writes
     "xor_mlp": ["xor_perceptron", "xor_mlp"],
     "ensemble_mc_dropout": ["ensemble_member_0", "ensemble_member_1", "ensemble_member_2"],
     "transfer_learning": ["transfer_scratch", "transfer_source", "transfer_frozen", "transfer_finetune"],
-    "architectures_tour": ["tour_lenet5", "tour_mobilenet"],
+    "architectures_tour": ["tour_lenet5", "tour_mnist_cnn"],
     "alexnet_recipe": ["alexnet"],
     "cifar10_resnet": ["cifar10_resnet20"],
 }
