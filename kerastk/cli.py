@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p = sub.add_parser("lr-find", help="LR range test on a recipe's model and data (extra flags go to the recipe)")
     p.add_argument("recipe")
+    from kerastk.deploy.parity import DEFAULT_RTOL
+
     p = sub.add_parser("export", help="export a .keras file to a validated ONNX file")
     p.add_argument("model")
     p.add_argument("-o", "--output")
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "active backend's exporter, as written")
     p.add_argument("--atol", type=float, default=0.0,
                    help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the parity criterion")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help=f"relative tolerance of the parity criterion (default {DEFAULT_RTOL:g})")
     from kerastk.deploy.quantize import add_arguments as add_quantize_arguments
 
     add_quantize_arguments(p)
@@ -245,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "random ones)")
     p.add_argument("--atol", type=float, default=0.0,
                    help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the parity criterion")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help=f"relative tolerance of the parity criterion (default {DEFAULT_RTOL:g})")
     p.add_argument("--json", action="store_true")
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
                    help='runtime to check the file in (openvino: CPU, fp32 precision; pip install "kerastk[openvino]")')

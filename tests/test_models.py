@@ -7,9 +7,9 @@ from tests.helpers import calibrate_batchnorm, check_export, roundtrip_max_diff,
 
 # Untrained, these give the same output for every input (their BatchNormalization statistics are still the
 # initial ones): the test sets those statistics from a batch first, as training would. Not every BN model: with
-# statistics from data, ResNeXt-50 and SE-ResNet-50 differ by 3.5e-4 and 6.6e-4 relative on every route, beyond
-# the default rtol 1e-4 (an open question on that default, in issue 14's note), so the set stays the models that
-# need it.
+# statistics from one batch of random inputs, a random-weight deep stack is close to chaotic and its float32 noise
+# grows (ResNeXt-50 and SE-ResNet-50: 3.5e-4 and 6.6e-4 relative on every route, within a factor 1.5 to 3 of the
+# default rtol 1e-3), so the set stays the models that need it to decide at all.
 CALIBRATED = {"mobilenet"}
 
 

@@ -21,9 +21,14 @@ import dataclasses
 
 import numpy as np
 
-#: float32 networks computed by two runtimes differ by ~1e-7 to ~1e-5 of their values (summation order, fused
-#: kernels); a 1% change of one weight tensor moves the outputs by ~1e-3 of their spread or more.
-DEFAULT_RTOL = 1e-4
+#: float32 networks computed by two runtimes differ by ~1e-7 to ~1e-4 of their values (summation order, fused
+#: kernels), more in deep stacks whose BatchNormalization statistics come from data: ResNeXt-50 at 224 up to 7e-4,
+#: where Keras's own float32 result is already 2.1e-4 from a float64 run of the same weights. The smallest effect
+#: of a 1% change of one weight tensor measured over the mutation tests' models is 3.8e-3 (tests/test_parity.py).
+#: 1e-3 sits between them (and is torch.onnx's verification rtol). A random-weight ResNet-152 at 224 with
+#: statistics from one batch is chaotic - Keras's float32 is 1.7e-3 from float64, exports differ by 3.1e-3 - and
+#: needs a larger rtol; trained networks are far better conditioned.
+DEFAULT_RTOL = 1e-3
 #: No absolute floor by default: a fixed atol is a 10% tolerance on a 1000-class softmax.
 DEFAULT_ATOL = 0.0
 

@@ -368,7 +368,7 @@ def validate_onnx(path, model, inputs=None, atol: float = DEFAULT_ATOL, batch_si
         inputs: real inputs (an array, or a list/dict for several inputs); random ones fitting the model's
             input specs when None. Rows are repeated when fewer than the largest batch size are given.
         atol, rtol: the criterion |runtime - keras| <= atol + rtol * (|keras| + std(keras)), element by element
-            (kerastk.deploy.parity; atol 0 and rtol 1e-4 by default). Where an output ends in a softmax or a
+            (kerastk.deploy.parity; atol 0 and rtol 1e-3 by default). Where an output ends in a softmax or a
             sigmoid, its logits are compared as well.
         batch_sizes: batch sizes to check; two distinct sizes prove the batch axis is dynamic.
         runtime: "onnxruntime" or "openvino" (the `openvino` extra, fp32 precision).
