@@ -7,6 +7,7 @@ import pytest
 
 from kerastk.cli import list_recipes
 from kerastk.cli import main as cli
+from kerastk.deploy.parity import DEFAULT_RTOL
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 RUN_FOLDERS = {  # recipe -> the run folders it writes
@@ -43,6 +44,15 @@ RECIPE_ARGS = {"segmentation_segnet": ["--upsampling", "transpose"]}
 RUN_FOLDERS["volumes_3d"] = ["volumes_unet3d", "volumes_cnn3d"]
 RUN_FOLDERS["sequence_classification"] = [f"memory_{cell}_len8" for cell in ("simple_rnn", "lstm", "gru")]
 
+# Smoke runs whose model gives (almost) the same output for every input, so parity is undecided at rtol 1e-3:
+IGNORES_ITS_INPUT = {
+    # the lesson itself: a deep sigmoid stack's output barely depends on its input
+    "vanishing_gradients_sigmoid",
+    # two smoke epochs leave the detector predicting one grid for every image (its head's outputs differ across
+    # images by 1e-5 of their spread; mAP 0); the detector's proof is tested untrained in test_models/test_parity
+    "detection_shapes",
+}
+
 
 def test_recipe_list():
     assert EXPECTED_RECIPES <= set(list_recipes())
@@ -59,7 +69,15 @@ def test_recipe_smoke(recipe, tmp_path, backend):
         for f in ("model.keras", "model.onnx", "card.json", "curves.png", "history.csv", "report.md"):
             assert (d / f).is_file(), f"{run_name}/{f}"
         card = json.loads((d / "card.json").read_text())
-        assert card["parity"]["passed"] and card["parity"]["max_abs_diff"] <= 1e-4
+        parity = card["parity"]
+        if run_name in IGNORES_ITS_INPUT and parity["verdict"] == "undecided":
+            # nothing can prove such a file (any weights that give the same constant would match): it is never
+            # counted as passed, and every compared tensor still matches Keras within the criterion
+            assert not parity["passed"] and {o["verdict"] for o in parity["outputs"]} == {"undecided"}
+            assert parity["max_rel_diff"] <= DEFAULT_RTOL, parity
+        else:
+            assert parity["verdict"] == "passed" and parity["passed"], parity
+        assert parity["max_abs_diff"] <= 1e-4
         assert card["parity"]["batch_sizes"] == [1, 8]
         assert card["backend"] == backend
         keras_m, onnx_m = card["metrics"]["keras"], card["metrics"]["onnx"]
