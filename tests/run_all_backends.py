@@ -2,6 +2,7 @@
 
     python tests/run_all_backends.py                 # tensorflow, jax, torch
     python tests/run_all_backends.py jax -- -k export
+    python tests/run_all_backends.py -- tests/test_parity.py   # named test files only
     python tests/run_all_backends.py --jobs 1        # one backend after another
 Exits non-zero when any backend's run fails; prints a per-backend summary and a total line.
 
@@ -70,7 +71,8 @@ def main(argv):
             i, backend = pending.pop(0)
             marks = [] if i == 0 else ["-m", "not paper and not backend_independent"]
             log = tempfile.TemporaryFile(mode="w+")
-            proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *marks,
+            targets = [] if any(a.startswith("tests/") for a in extra) else ["tests"]  # test files named: those only
+            proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets, *marks,
                                      *extra], cwd=ROOT, env=_environment(backend, threads), stdout=log,
                                     stderr=subprocess.STDOUT, text=True)
             print(f"started KERAS_BACKEND={backend} {' '.join(marks)}", flush=True)
