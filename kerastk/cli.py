@@ -209,6 +209,16 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _add_parity_arguments(p) -> None:
+    """--atol and --rtol of the parity criterion (kerastk.deploy.parity), with its defaults."""
+    from kerastk.deploy.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                   help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help=f"relative tolerance of the parity criterion (default {DEFAULT_RTOL:g})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kerastk", description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -221,8 +231,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p = sub.add_parser("lr-find", help="LR range test on a recipe's model and data (extra flags go to the recipe)")
     p.add_argument("recipe")
-    from kerastk.deploy.parity import DEFAULT_RTOL
-
     p = sub.add_parser("export", help="export a .keras file to a validated ONNX file")
     p.add_argument("model")
     p.add_argument("-o", "--output")
@@ -232,10 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rule (default): the fastest route by rule (TensorFlow's when installed) + onnxruntime's "
                         "offline optimisation; measure: export every installed route, ship the fastest; off: the "
                         "active backend's exporter, as written")
-    p.add_argument("--atol", type=float, default=0.0,
-                   help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                   help=f"relative tolerance of the parity criterion (default {DEFAULT_RTOL:g})")
+    _add_parity_arguments(p)
     from kerastk.deploy.quantize import add_arguments as add_quantize_arguments
 
     add_quantize_arguments(p)
@@ -246,10 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keras", required=True)
     p.add_argument("--inputs", help=".npy of real inputs (default: the run folder's test rows beside the .keras, else "
                                     "random ones)")
-    p.add_argument("--atol", type=float, default=0.0,
-                   help="absolute floor of the parity criterion |onnx - keras| <= atol + rtol * (|keras| + std)")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                   help=f"relative tolerance of the parity criterion (default {DEFAULT_RTOL:g})")
+    _add_parity_arguments(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
                    help='runtime to check the file in (openvino: CPU, fp32 precision; pip install "kerastk[openvino]")')

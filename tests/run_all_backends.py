@@ -65,13 +65,13 @@ def main(argv):
     print(f"backends {chosen}, {jobs} at a time" + (f", {threads} thread(s) each" if threads else ""), flush=True)
     totals, failed, lines = {"passed": 0, "failed": 0, "skipped": 0}, [], {}
     pending = list(enumerate(chosen))
+    targets = [] if any(a.startswith("tests/") for a in extra) else ["tests"]  # test files named: those only
     running = []  # (backend, process, log file, start time)
     while pending or running:
         while pending and len(running) < jobs:
             i, backend = pending.pop(0)
             marks = [] if i == 0 else ["-m", "not paper and not backend_independent"]
             log = tempfile.TemporaryFile(mode="w+")
-            targets = [] if any(a.startswith("tests/") for a in extra) else ["tests"]  # test files named: those only
             proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets, *marks,
                                      *extra], cwd=ROOT, env=_environment(backend, threads), stdout=log,
                                     stderr=subprocess.STDOUT, text=True)
