@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table and totals here")
     args = parser.parse_args(argv)
     import keras
-    import openvino
     import onnxruntime
+    import openvino
 
     backend = keras.backend.backend()
     print(f"KERAS_BACKEND={backend}, openvino {openvino.__version__}, onnxruntime {onnxruntime.__version__}",

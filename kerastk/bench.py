@@ -135,15 +135,9 @@ def resolve_target(target: str, builder_kwargs: dict | None = None):
 
 
 def _saved(run_dir, prefix: str):
-    """`prefix` arrays (x_test, x_train) of the run folder's quantization_data.npz as a list, or None."""
-    from kerastk.deploy.quantize import QUANTIZATION_DATA, _unnamed
+    from kerastk.core.rundir import saved_arrays
 
-    path = None if run_dir is None else Path(run_dir) / QUANTIZATION_DATA
-    if path is None or not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        arrays = _unnamed(data, prefix)
-    return None if arrays is None else (list(arrays) if isinstance(arrays, list) else [arrays])
+    return saved_arrays(run_dir, prefix)
 
 
 def _inputs_for(model, run_dir, n: int):
@@ -282,7 +276,7 @@ def bench_routes(target, *, builder_kwargs=None, repeats=30, rounds=3, verbose=T
     batch 1 in this process, and compare the route the rule picks with the fastest: `rule_ratio` is the rule's
     latency over the best route's (the target is <= 1.1)."""
     from kerastk.backend import BACKENDS, active_backend, backend_available
-    from kerastk.deploy.export import ExportError, _routes, export_onnx
+    from kerastk.deploy.export import ExportError, export_onnx, route_order
     from kerastk.deploy.timing import ort_latency, ort_session
 
     other = OtherLoad().__enter__()
@@ -315,7 +309,7 @@ def bench_routes(target, *, builder_kwargs=None, repeats=30, rounds=3, verbose=T
                       f"{v['transposes']} Transposes (exported {v['exported_nodes']} / "
                       f"{v['exported_transposes']}), export {v['export_seconds']} s", file=sys.stderr)
     timed = {r: v["latency_ms_batch1"] for r, v in rows.items() if "latency_ms_batch1" in v}
-    rule = next((r for r in _routes("auto", active, optimize=True) if r in timed), None)
+    rule = next((r for r in route_order("auto", active, optimize=True) if r in timed), None)
     best = min(timed, key=timed.get) if timed else None
     result = {"target": str(target), "name": name, "backend": active, "routes": rows, "rule_route": rule,
               "best_route": best, "rule_ratio": round(timed[rule] / timed[best], 3) if rule and best else None}

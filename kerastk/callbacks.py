@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastk.models._common import check_int
+from kerastk.core.checks import check_int
 
 SCHEDULES = ("plateau", "constant", "step", "exponential", "cosine", "sgdr", "triangular", "triangular2",
              "exp_range")
@@ -268,7 +268,7 @@ class LRFinder:
         if callable(getattr(model.optimizer, "_learning_rate", None)):
             raise ValueError("LRFinder sets the learning rate itself: compile with a float learning rate, "
                              "not a schedule.")
-        from kerastk.training import num_rows, take_rows
+        from kerastk.core.rows import num_rows, take_rows
 
         optimizer = model.optimizer
         if not optimizer.built:  # built now, so its state (moments, iteration, rate) can be put back afterwards
@@ -339,7 +339,7 @@ def lr_find(model, x, y, *, loss=None, optimizer="adam", metrics=None, start_lr:
     """
     import json
 
-    from kerastk.training import make_optimizer
+    from kerastk.optimizers import make_optimizer
 
     if loss is not None:
         model.compile(optimizer=make_optimizer(optimizer, start_lr), loss=loss, metrics=list(metrics or []))

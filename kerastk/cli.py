@@ -107,7 +107,6 @@ def cmd_train(args, rest) -> int:
 
 def cmd_export(args) -> int:
     from kerastk.deploy import ExportError, export_onnx
-
     from kerastk.deploy.quantize import run_test_rows
 
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")

@@ -9,7 +9,7 @@
 Norms are taken over each layer's *kernels* (trainable weights of rank >= 2: Dense and conv kernels,
 embeddings); biases and normalisation scales are left out so every layer's number means the same thing.
 
-Gradients come from kerastk's one backend-specific gradient adapter (kerastk.viz._gradients.scalar_and_gradients:
+Gradients come from kerastk's one backend-specific gradient adapter (kerastk.viz.gradients.scalar_and_gradients:
 tf.GradientTape, jax.value_and_grad or torch.autograd), applied to ``model.stateless_call``: the model's variables, BatchNorm
 statistics and seed states are read, never changed, so the diagnostics can run between epochs of any backend's
 training (JAX's jitted loop included).
@@ -176,7 +176,7 @@ def loss_and_kernel_gradients(model, x, y, loss=None, training: bool = True):
         y_pred, _ = model.stateless_call(values, non_trainable, x_t, training=training)
         return loss_fn(y_t, y_pred)
 
-    from kerastk.viz._gradients import scalar_and_gradients
+    from kerastk.viz.gradients import scalar_and_gradients
 
     value, _, grads = scalar_and_gradients(loss_of, [keras.ops.convert_to_tensor(v.value) for v in trainable])
     return value, {layer.name: [grads[positions[id(v)]] for v in _kernels(layer)]
@@ -285,7 +285,7 @@ class Diagnostics(_keras_callback_base()):
     """
 
     def __init__(self, x, y, out_dir, histograms: bool = True, tensorboard_dir=None, loss=None, model=None):
-        from kerastk.training import num_rows
+        from kerastk.core.rows import num_rows
 
         super().__init__()
         rows, y = num_rows(x), np.asarray(y)
@@ -456,16 +456,15 @@ def overfit_one_batch(model, x, y, loss=None, optimizer="adam", learning_rate: f
     """
     import keras
 
-    from kerastk.training import make_optimizer
-
-    from kerastk.models._common import check_int
+    from kerastk.core.checks import check_int
+    from kerastk.optimizers import make_optimizer
 
     check_int("steps", steps)
     if not learning_rate >= 0:
         raise ValueError(f"`learning_rate` must be >= 0; received learning_rate={learning_rate!r}.")
     if not target > 0:
         raise ValueError(f"`target` must be a positive loss; received target={target!r}.")
-    from kerastk.training import num_rows
+    from kerastk.core.rows import num_rows
 
     n = num_rows(x)
     if n == 0 or n != len(y):

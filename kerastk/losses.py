@@ -20,6 +20,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kerastk.core.checks import check_bool, check_choice
+
 __all__ = [
     "MINING",
     "ContrastiveLoss",
@@ -41,12 +43,6 @@ def _check_margin(margin) -> float:
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0:
         raise ValueError(f"`margin` must be a number > 0; received margin={margin!r}.")
     return float(margin)
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}; received {name}={value!r}.")
-    return value
 
 
 def pairwise_distances(embeddings, squared=False):
@@ -124,7 +120,7 @@ def triplet_loss(y_true, y_pred, margin=0.2, mining="all", squared=True):
         (B,) one loss per anchor; an anchor without a positive or without a negative in the batch gives 0.
     """
     margin = _check_margin(margin)
-    _check_choice("mining", mining, MINING)
+    check_choice("mining", mining, MINING)
     y_pred = ops.convert_to_tensor(y_pred)
     batch = ops.shape(y_pred)[0]
     d = pairwise_distances(y_pred, squared=squared)
@@ -173,7 +169,7 @@ def reconstruction_loss(y_true, y_pred, kind="bce"):
         (B,) nats per image. The sum over pixels (not the mean) is what keeps it on the KL term's scale:
         with a per-pixel mean the KL would dominate and the decoder would ignore z.
     """
-    _check_choice("kind", kind, RECONSTRUCTION)
+    check_choice("kind", kind, RECONSTRUCTION)
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
     per_element = (ops.binary_crossentropy(y_true, y_pred) if kind == "bce"
@@ -210,9 +206,8 @@ class TripletLoss(keras.losses.Loss):
                  name="triplet_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = _check_margin(margin)
-        self.mining = _check_choice("mining", mining, MINING)
-        if not isinstance(squared, bool):
-            raise ValueError(f"`squared` must be True or False; received squared={squared!r}.")
+        self.mining = check_choice("mining", mining, MINING)
+        check_bool("squared", squared)
         self.squared = squared
 
     def call(self, y_true, y_pred):
@@ -232,7 +227,7 @@ class ReconstructionLoss(keras.losses.Loss):
 
     def __init__(self, kind="bce", reduction="sum_over_batch_size", name="reconstruction_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.kind = _check_choice("kind", kind, RECONSTRUCTION)
+        self.kind = check_choice("kind", kind, RECONSTRUCTION)
 
     def call(self, y_true, y_pred):
         return reconstruction_loss(y_true, y_pred, kind=self.kind)
@@ -412,8 +407,7 @@ class DiceLoss(keras.losses.Loss):
                  dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.smooth = _check_nonnegative("smooth", smooth, positive=True)
-        if not isinstance(ignore_background, bool):
-            raise ValueError(f"`ignore_background` must be True or False; received {ignore_background!r}.")
+        check_bool("ignore_background", ignore_background)
         self.ignore_background = ignore_background
 
     def call(self, y_true, y_pred):

@@ -152,9 +152,9 @@ def average_precision(detections, ground_truth, class_id=None, iou_threshold: fl
     Returns:
         AP in [0, 1]; NaN when the class has no ground-truth box.
     """
-    from kerastk.deploy.detection import box_iou, boxes_from_labels
-
     import numbers
+
+    from kerastk.core.boxes import box_iou, boxes_from_labels
 
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
         raise ValueError(f"`iou_threshold` must be in (0, 1]; received iou_threshold={iou_threshold!r}.")
@@ -200,7 +200,7 @@ def mean_average_precision(detections, ground_truth, iou_threshold=0.5, num_clas
     """
     import numbers
 
-    from kerastk.deploy.detection import boxes_from_labels
+    from kerastk.core.boxes import boxes_from_labels
 
     scalar = isinstance(iou_threshold, numbers.Real)
     thresholds = [iou_threshold] if scalar else list(iou_threshold) if hasattr(iou_threshold, "__iter__") else []
@@ -224,7 +224,7 @@ def detection_metrics(detections, ground_truth, class_names=None) -> dict:
         {"map50", "map50_95", "ap50": [per class], "detections": total count} - with class names as keys of
         "ap50" when `class_names` is given.
     """
-    from kerastk.deploy.detection import boxes_from_labels
+    from kerastk.core.boxes import boxes_from_labels
 
     truth = boxes_from_labels(ground_truth)
     n_classes = len(class_names) if class_names else int(max([c.max() for _, c in truth if len(c)] or [-1])) + 1

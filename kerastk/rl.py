@@ -48,7 +48,7 @@ def compile_policy(model, learning_rate: float = 1e-2, optimizer="adam", **optim
     `optimizer_options` (e.g. clipnorm=1.0, weight_decay=1e-4) go into the Keras optimizer's config."""
     import keras
 
-    from kerastk.training import make_optimizer
+    from kerastk.optimizers import make_optimizer
 
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be a number > 0; received {learning_rate!r}.")
@@ -184,7 +184,7 @@ def play_episodes(policy, n_episodes: int, env_id: str = "CartPole-v1", seed: in
     """
     import gymnasium as gym
 
-    from kerastk.models._common import check_int
+    from kerastk.core.checks import check_int
 
     check_int("n_episodes", n_episodes)
     envs = [gym.make(env_id) for _ in range(n_episodes)]
@@ -236,7 +236,7 @@ def reinforce(model, iterations: int, episodes_per_iteration: int = 16, gamma: f
         target: stop once the average return of the last `window` training episodes reaches it (None: never).
         on_iteration: `on_iteration(iteration, log)` after each step (printing progress).
     """
-    from kerastk.models._common import check_int
+    from kerastk.core.checks import check_int
 
     for arg, value in (("iterations", iterations), ("episodes_per_iteration", episodes_per_iteration),
                        ("window", window)):

@@ -11,8 +11,8 @@ on generated colour shapes at IMAGE_SIZE (use --image-size 227 for the paper's r
 import keras
 
 import kerastk
-from kerastk.models import alexnet
 from kerastk.backend import set_seed
+from kerastk.models import alexnet
 from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
 
 EPOCHS = 30

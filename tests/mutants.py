@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 _MULTIPLIERS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Einsum", "LSTM", "GRU", "RNN")
 _PASS_THROUGH = ("Transpose", "Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze")
 

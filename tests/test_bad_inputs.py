@@ -279,10 +279,8 @@ def test_data_that_does_not_fit_the_model_is_refused_before_training(earlier_run
 
 
 def test_bad_run_arguments_are_refused_and_the_earlier_run_kept(earlier_run):
-    from kerastk.training import TrainingOptions
-
     import kerastk
-    from kerastk.training import run
+    from kerastk.training import TrainingOptions, run
 
     model = kerastk.create_model("mlp", input_shape=(4,), num_classes=3, depth=1, width=8)
     with pytest.raises(ValueError, match=r"`epochs` must be a positive integer; received epochs=0"):

@@ -19,7 +19,7 @@ def test_bench_inference_rows_ratios_export_and_memory(backend):
     rows = {(r["engine"], r["batch_size"]): r for r in result["rows"]}
     engines = ["keras predict_on_batch", "keras call", "onnxruntime fp32", "onnxruntime int8"]
     assert sorted(rows) == sorted((e, b) for e in engines for b in (1, 4))
-    for (engine, b), r in rows.items():
+    for (_, b), r in rows.items():
         keras_ms = rows[("keras predict_on_batch", b)]["median_ms"]
         assert r["speedup_vs_keras"] == pytest.approx(keras_ms / r["median_ms"], rel=1e-2, abs=1e-3)
         assert r["ms_per_row"] == pytest.approx(r["median_ms"] / b, rel=1e-3)

@@ -10,8 +10,7 @@ import pytest
 from kerastk.callbacks import SCHEDULES, CyclicLR, LinearWarmup, LRFinder, lr_find, make_schedule, schedule_values
 from kerastk.data import Dataset
 from kerastk.losses import SparseCategoricalCrossentropy
-from kerastk.training import (LRFindFinished, TrainingOptions, make_optimizer, run, weight_penalty,
-                              with_label_smoothing)
+from kerastk.training import LRFindFinished, TrainingOptions, make_optimizer, run, weight_penalty, with_label_smoothing
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

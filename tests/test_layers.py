@@ -16,6 +16,7 @@ from kerastk.layers import (
     instance_normalization,
 )
 
+
 def _np(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 

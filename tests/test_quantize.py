@@ -17,8 +17,16 @@ from onnx import numpy_helper
 from kerastk import data as kdata
 from kerastk.deploy import OnnxModel
 from kerastk.deploy.card import sha256
-from kerastk.deploy.quantize import (QUANTIZATION_DATA, TEST_ROWS_CAP, add_arguments, command, format_summary,
-                                     quantize_onnx, quantize_run, save_quantization_data)
+from kerastk.deploy.quantize import (
+    QUANTIZATION_DATA,
+    TEST_ROWS_CAP,
+    add_arguments,
+    command,
+    format_summary,
+    quantize_onnx,
+    quantize_run,
+    save_quantization_data,
+)
 from kerastk.training import run
 
 

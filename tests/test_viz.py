@@ -1,13 +1,12 @@
 """kerastk.viz: gradients against finite differences and numpy references, Grad-CAM on hand-made models whose
 answer is known, saliency, feature-map and filter grids, clear errors - under the backend this process runs."""
+import keras
 import numpy as np
 import pytest
 
-import keras
-
 import kerastk
 from kerastk import viz
-from kerastk.viz._gradients import gradients, value_and_gradients
+from kerastk.viz.gradients import gradients, value_and_gradients
 from kerastk.viz.saliency import _resize_bilinear
 
 

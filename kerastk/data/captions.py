@@ -143,7 +143,7 @@ def load_shape_captions(seed, n_samples: int = 3000, image_size: int = 32, noise
     ("caption_length" = longest caption + 1), the special ids, and the raw captions of the test split
     ("test_captions") for scoring generated sentences.
     """
-    from kerastk.data import Dataset, _split
+    from kerastk.data import Dataset, split_dataset
 
     if isinstance(n_samples, int) and not isinstance(n_samples, bool) and n_samples < 7:
         raise ValueError(f"`n_samples` must be >= 7 to make train, validation and test splits; "
@@ -154,7 +154,7 @@ def load_shape_captions(seed, n_samples: int = 3000, image_size: int = 32, noise
     vocab = caption_vocab(kinds, colours)
     length = max(len(c.split()) for c in captions) + 1
     order = np.arange(n_samples)
-    train, _, val, _, test, _ = _split(order, order, seed, stratify=False)
+    train, _, val, _, test, _ = split_dataset(order, order, seed, stratify=False)
     factor = 1.0 / 255.0
     images = (images * np.float32(factor)).astype(np.float32)
     decoder_in, target = _encode(captions, vocab, length)

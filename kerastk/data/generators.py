@@ -68,7 +68,7 @@ def shape_mask(kind: str, size: int, cy: float, cx: float, radius: float, angle:
     raise ValueError(f"Unknown shape {kind!r}; expected one of {SHAPES}.")
 
 
-def _random_colour(rng, avoid=None):
+def random_colour(rng, avoid=None):
     """A saturated random colour, far enough from `avoid` (the background) to be visible."""
     while True:
         colour = rng.uniform(0.0, 1.0, size=3)
@@ -101,7 +101,7 @@ def shapes(n_samples: int = 3000, image_size: int = 32, noise: float = 0.05, see
         rows, cols = np.nonzero(mask)
         boxes[i] = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
         img = np.broadcast_to(background, (image_size, image_size, 3)).copy()
-        img[mask] = _random_colour(rng, avoid=background)
+        img[mask] = random_colour(rng, avoid=background)
         img += rng.normal(0.0, noise, size=img.shape)
         x[i] = np.clip(img, 0.0, 1.0) * 255.0
     if return_boxes:

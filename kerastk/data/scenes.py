@@ -15,24 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerastk.data.generators import _random_colour, shape_mask
+from kerastk.core.boxes import box_iou  # re-exported: scenes label boxes, the ground floor owns the arithmetic
+from kerastk.data.generators import random_colour, shape_mask
 
 __all__ = ["scenes", "box_iou", "load_segmentation", "load_detection", "SCENE_CLASSES"]
 
 SCENE_CLASSES = ("circle", "square", "triangle")
-
-
-def box_iou(a, b) -> np.ndarray:
-    """IoU between every box of `a` (n, 4) and every box of `b` (m, 4), boxes as x1, y1, x2, y2 -> (n, m)."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
 def _check_scene_args(image_size, classes, max_objects, scale, max_overlap):
@@ -86,7 +74,7 @@ def scenes(n_samples: int = 2000, image_size: int = 64, classes=SCENE_CLASSES, m
                 box = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float32)
                 if placed and box_iou(box, np.array([p[1] for p in placed])).max() > max_overlap:
                     continue
-                img[shape] = _random_colour(rng, avoid=background)
+                img[shape] = random_colour(rng, avoid=background)
                 masks[i][shape] = kind + 1
                 placed.append((kind, box))
                 break
@@ -98,11 +86,11 @@ def scenes(n_samples: int = 2000, image_size: int = 64, classes=SCENE_CLASSES, m
 
 
 def _scene_dataset(name, task, seed, n_samples, image_size, noise, targets, class_names, **kwargs):
-    from kerastk.data import _finish, _split
+    from kerastk.data import finish_dataset, split_dataset
 
     x, masks, boxes, names = scenes(n_samples=n_samples, image_size=image_size, noise=noise, seed=seed, **kwargs)
     y = masks if targets == "masks" else boxes
-    data = _finish(name, _split(x, y, seed, stratify=False), task=task,
+    data = finish_dataset(name, split_dataset(x, y, seed, stratify=False), task=task,
                    source=f"kerastk.data.scenes ({n_samples} scenes {image_size}x{image_size}, seed {seed})",
                    input_shape=(image_size, image_size, 3), class_names=class_names(names),
                    preprocessing={"type": "scale", "factor": 1.0 / 255.0})

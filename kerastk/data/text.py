@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastk.data import Dataset, _notice, _split
+from kerastk.data import Dataset, notice, split_dataset
 
 #: Pure-Python standard-library modules whose docstrings make the default corpus: fixed and sorted, so the
 #: corpus is the same on every machine with the same Python version (the source records which).
@@ -208,7 +208,7 @@ def load_memory(seed, n_samples: int = 2000, length: int = 40, min_gap: int = 0,
         "sequence_length": length,
         "min_gap": min_gap,
     }
-    return Dataset("memory", *_split(x, y, seed), info)
+    return Dataset("memory", *split_dataset(x, y, seed), info)
 
 
 # --- IMDB --------------------------------------------------------------------------------------------------
@@ -321,11 +321,11 @@ def load_imdb(seed, num_words: int = 10_000, maxlen: int = 200, n_samples: int =
         except Exception as exc:  # offline, or the download failed
             if source == "keras":
                 raise
-            _notice(f"keras.datasets.imdb unavailable ({type(exc).__name__}); using {n_samples} generated "
+            notice(f"keras.datasets.imdb unavailable ({type(exc).__name__}); using {n_samples} generated "
                     "review-like token sequences instead (kerastk.data.text.generated_reviews).")
     x, y, vocab = generated_reviews(n_samples, maxlen, seed)
     info = {"task": "classification",
             "source": f"kerastk.data.text.generated_reviews ({n_samples} review-like sequences, seed {seed})",
             "input_shape": [maxlen], "preprocessing": preprocessing, "class_names": classes, "num_classes": 2,
             "vocab": vocab, "sequence_length": maxlen, "num_words": len(vocab)}
-    return Dataset("imdb", *_split(x, y, seed), info)
+    return Dataset("imdb", *split_dataset(x, y, seed), info)

@@ -218,7 +218,7 @@ def load_volumes(seed, n_samples: int = 600, size=24, modalities=DEFAULT_MODALIT
     target="mask": y is the (D, H, W) voxel mask (0 background, 1 core, 2 edema), task "segmentation".
     target="class": y is the core's shape (index into `shapes`), task "classification" (stratified splits).
     """
-    from kerastk.data import _finish, _split
+    from kerastk.data import finish_dataset, split_dataset
 
     dims, chosen, shapes = _check_args(n_samples, size, modalities, shapes, noise, target)
     if target == "class" and len(shapes) < 2:
@@ -229,8 +229,8 @@ def load_volumes(seed, n_samples: int = 600, size=24, modalities=DEFAULT_MODALIT
         y, task, class_names = masks, "segmentation", ["background", "core", *(["edema"] if edema else [])]
     else:
         y, task, class_names = labels, "classification", names
-    splits = _split(x, y, seed, stratify=target == "class")
-    data = _finish("volumes", splits, task=task, input_shape=(*dims, len(chosen)), class_names=class_names,
+    splits = split_dataset(x, y, seed, stratify=target == "class")
+    data = finish_dataset("volumes", splits, task=task, input_shape=(*dims, len(chosen)), class_names=class_names,
                    source=f"kerastk.data.volumes ({n_samples} volumes {'x'.join(map(str, dims))}, modalities "
                           f"{', '.join(chosen)}, target {target}, seed {seed})",
                    preprocessing={"type": "scale", "factor": 1.0 / 255.0})

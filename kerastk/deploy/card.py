@@ -2,17 +2,10 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 from pathlib import Path
 
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from kerastk.core.files import sha256, write_json  # noqa: F401 - sha256: public here too
+from kerastk.core.rundir import card_path_for
 
 
 def io_spec(onnx_path) -> dict:
@@ -39,7 +32,6 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
     from kerastk import __version__
     from kerastk.backend import versions
     from kerastk.deploy import metadata
-    from kerastk.deploy.runtime import card_path_for
 
     onnx_path = Path(onnx_path)
     spec = io_spec(onnx_path)
@@ -75,7 +67,7 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
     metadata.embed(onnx_path, metadata.essentials(card))
     card["sha256"] = sha256(onnx_path)
     card_path = Path(card_path) if card_path else card_path_for(onnx_path)
-    card_path.write_text(json.dumps(card, indent=2, default=_jsonable) + "\n")
+    write_json(card_path, card)
     return card_path
 
 
@@ -88,13 +80,3 @@ def _channels_first() -> bool:
         return keras is not None and keras.config.image_data_format() == "channels_first"
     except Exception:
         return False
-
-
-def _jsonable(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -195,9 +195,9 @@ def _signature_json(model) -> str | None:
     """The input signature given for a model without one of its own, as JSON for the export worker."""
     import keras
 
-    from kerastk.deploy.feeds import _SIGNATURES, input_structure
+    from kerastk.deploy.feeds import SIGNATURES, input_structure
 
-    if model not in _SIGNATURES:
+    if model not in SIGNATURES:
         return None
     return json.dumps(keras.tree.map_structure(
         lambda s: {"__spec__": [list(s.shape), str(s.dtype), s.name]}, input_structure(model)))
@@ -220,10 +220,10 @@ def user_modules(model) -> list[tuple[str, str | None]]:
     subprocess must import before it can load the model's `.keras` file. `__main__` comes with the script path."""
     import inspect
 
-    from kerastk.deploy.feeds import _all_layers
+    from kerastk.deploy.feeds import all_layers
 
     found = {}
-    for obj in (model, *_all_layers(model)):
+    for obj in (model, *all_layers(model)):
         cls = type(obj)
         module = cls.__module__
         if module.split(".")[0] in ("keras", "tensorflow", "tf_keras", "builtins", "kerastk") or module in found:
@@ -337,7 +337,7 @@ def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800, modu
     return reply.get("fixes", [])
 
 
-def _routes(requested, active, optimize=False):
+def route_order(requested, active, optimize=False):
     from kerastk.backend import BACKENDS, backend_available
 
     if requested in (None, "auto"):
@@ -519,7 +519,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
     _check_output_folder(path)
     active = active_backend()
     measure = optimize == "measure"
-    routes = _routes(route, active, optimize=bool(optimize))
+    routes = route_order(route, active, optimize=bool(optimize))
     if measure and route in (None, "auto"):
         from kerastk.backend import BACKENDS, backend_available
 
@@ -613,8 +613,8 @@ def _failed(r, t0, exc, verbose) -> dict:
 def _batch1_latency(path, inputs, graph):
     """Median batch-1 onnxruntime latency (ms) of `path` on the first validation row; None (the reason in
     `graph`) when it cannot be measured - the file has validated, so that never fails the export."""
-    from kerastk.deploy.timing import ort_latency
     from kerastk.deploy.feeds import as_arrays
+    from kerastk.deploy.timing import ort_latency
 
     try:
         rows = as_arrays(inputs) if inputs is not None else None

@@ -20,12 +20,12 @@ import weakref
 import numpy as np
 
 #: input signatures given to export_onnx for models that carry none of their own (subclassed models)
-_SIGNATURES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+SIGNATURES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def set_input_signature(model, signature) -> None:
     """Record the input signature a caller gave for `model` (normalised by :func:`input_structure`)."""
-    _SIGNATURES[model] = signature
+    SIGNATURES[model] = signature
 
 
 def _spec(shape, dtype, name):
@@ -53,8 +53,6 @@ def _from_leaf(leaf, name):
 def _name_leaves(structure, default):
     """Map every leaf to a named InputSpec: dict leaves are named after their key, others keep their own name
     (else `default`, numbered when there are several)."""
-    import keras
-
     if isinstance(structure, dict):
         return {k: _name_leaves(v, str(k)) if _is_nested(v) else _renamed(_from_leaf(v, str(k)), str(k))
                 for k, v in structure.items()}
@@ -93,7 +91,7 @@ def input_structure(model) -> list:
     keras.InputSpec structures with a dynamic batch axis - what Model.export's `input_signature` takes."""
     import keras
 
-    given = _SIGNATURES.get(model)
+    given = SIGNATURES.get(model)
     if given is not None:
         if isinstance(given, (list, tuple)) and not _is_shape(given):
             args = list(given)
@@ -197,15 +195,15 @@ def _token_range(model) -> int:
     """Ids below the smallest Embedding vocabulary in the model (every id is then valid), at least 2."""
     import keras
 
-    sizes = [layer.input_dim for layer in _all_layers(model) if isinstance(layer, keras.layers.Embedding)]
+    sizes = [layer.input_dim for layer in all_layers(model) if isinstance(layer, keras.layers.Embedding)]
     return max(2, min(sizes)) if sizes else 2
 
 
-def _all_layers(model):
+def all_layers(model):
     for layer in getattr(model, "layers", None) or getattr(model, "_layers", []):
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def sample_inputs(model, batch_size: int, seed: int = 0) -> list[np.ndarray]:
@@ -238,7 +236,7 @@ def variable_length_inputs(model) -> list[int]:
     return [i for i, s in enumerate(input_specs(model)) if len(s.shape) in (2, 3) and s.shape[1] is None]
 
 
-def _shorter(arrays, which):
+def shorter_sequences(arrays, which):
     """The same rows with the variable time axis of the inputs `which` cut to about two thirds."""
     return [a[:, :max(1, a.shape[1] - max(1, a.shape[1] // 3))] if i in which else a for i, a in enumerate(arrays)]
 
@@ -264,7 +262,7 @@ def as_arrays(inputs, model=None) -> list[np.ndarray]:
     return [np.asarray(inputs)]
 
 
-def _take_batch(arrays, n):
+def take_batch(arrays, n):
     """First n rows of each input, repeating rows when fewer than n are given."""
     out = []
     for a in arrays:
@@ -277,7 +275,7 @@ def ensure_built(model) -> None:
     """Create the variables of a model some of whose layers are not built yet (a subclassed model given
     `model.build(shape)` or only an input signature) by calling it once on a batch of sample inputs, so an
     exporter never traces variable creation (random initialisers) into the graph."""
-    if all(getattr(layer, "built", True) for layer in _all_layers(model)) and getattr(model, "built", False):
+    if all(getattr(layer, "built", True) for layer in all_layers(model)) and getattr(model, "built", False):
         return
     keras_outputs(model, sample_inputs(model, 1))
 

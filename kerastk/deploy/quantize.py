@@ -44,6 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kerastk.core.files import write_json
+from kerastk.core.rundir import (  # noqa: F401 - the run folder's data: public here too
+    QUANTIZATION_DATA,
+    arrays_named,
+    load_quantization_data,
+    run_test_rows,
+    save_quantization_data,
+)
+
 #: Quantisation modes and the file name each one gets beside the float32 model (model.onnx -> model.int8.onnx).
 MODES = ("int8", "fp16")
 #: Activation types for int8 (see the module docstring for the choice).
@@ -53,9 +62,6 @@ DEFAULT_ACTIVATION = "uint8"
 CALIBRATE_METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_CALIBRATE_METHOD = "minmax"
 CALIBRATION_BATCH = 32  # rows per calibration batch: small enough for any model's memory, large enough to be quick
-#: The file the runner leaves in a run folder for quantisation: calibration rows and the test split.
-QUANTIZATION_DATA = "quantization_data.npz"
-TEST_ROWS_CAP = 2000  # test rows kept in quantization_data.npz (the first 2,000: keeps the file small)
 #: The int8 target: at least this much faster at batch 1 and at most this many accuracy points lost.
 TARGET_SPEEDUP = 2.0
 TARGET_MAX_DROP_POINTS = 1.0
@@ -242,75 +248,6 @@ def quantize_onnx(onnx_path, out_path, mode: str = "int8", calibration=None, *, 
             "seconds": round(time.perf_counter() - start, 2), **details}
 
 
-# --- the runner's data ----------------------------------------------------------------------------------------
-
-
-def _named(prefix: str, x) -> dict:
-    """{prefix: x} for one array, {prefix_0: x[0], prefix_1: x[1], ...} for a multi-input list."""
-    if isinstance(x, (list, tuple)):
-        return {f"{prefix}_{i}": np.asarray(a) for i, a in enumerate(x)}
-    return {prefix: np.asarray(x)}
-
-
-def _unnamed(npz, prefix: str):
-    """The arrays saved by :func:`_named` (an array, a list of arrays, or None when absent)."""
-    if prefix in npz.files:
-        return npz[prefix]
-    parts = sorted((k for k in npz.files if k.startswith(prefix + "_") and k[len(prefix) + 1:].isdigit()),
-                   key=lambda k: int(k[len(prefix) + 1:]))
-    return [npz[k] for k in parts] or None
-
-
-def save_quantization_data(run_dir, data, rows: int = 256, seed: int = 0) -> Path:
-    """Leave in `run_dir` what quantising its model needs: ``quantization_data.npz`` with `rows` calibration
-    rows drawn at random (seeded) from the training split (``x_train``; ``x_train_0``, ``x_train_1``... for a
-    multi-input model), the first 2,000 test rows and their labels (``x_test``, ``y_test``) and the task.
-
-    Args:
-        run_dir: the run folder.
-        data: the run's kerastk.data.Dataset (already preprocessed, as the model sees it).
-        rows: calibration rows (fewer when the training split is smaller).
-        seed: seed of the random draw.
-
-    Returns:
-        The path written (atomically).
-    """
-    from kerastk.training import num_rows, take_rows
-
-    run_dir = Path(run_dir)
-    n_train = num_rows(data.x_train)
-    idx = np.sort(np.random.default_rng(seed).choice(n_train, size=min(rows, n_train), replace=False))
-    n_test = min(TEST_ROWS_CAP, num_rows(data.x_test))
-    arrays = {**_named("x_train", take_rows(data.x_train, idx)),
-              **_named("x_test", take_rows(data.x_test, n_test)),
-              "task": np.array(str(data.task)), "seed": np.array(seed), "train_rows": np.array(n_train)}
-    if isinstance(data.y_test, (np.ndarray, list, tuple)):  # labels other than arrays (e.g. dicts) are left out
-        arrays.update(_named("y_test", take_rows(data.y_test, n_test)))
-    path = run_dir / QUANTIZATION_DATA
-    tmp = run_dir / f".{QUANTIZATION_DATA}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def run_test_rows(run_dir, rows: int = 64):
-    """The first `rows` test rows a run folder kept in ``quantization_data.npz`` (an array, or a list for a
-    multi-input model), or None when the folder has none: real inputs for a parity check."""
-    path = Path(run_dir) / QUANTIZATION_DATA
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as npz:
-        x = _unnamed(npz, "x_test")
-        if x is None:
-            return None
-        return [a[:rows] for a in x] if isinstance(x, list) else x[:rows]
-
-
 # --- quantising a run folder's model and measuring it ---------------------------------------------------------
 
 
@@ -340,7 +277,7 @@ def _load_calibration(calibration):
     if isinstance(loaded, np.ndarray):
         return loaded, path.name
     with loaded:
-        x = _unnamed(loaded, "x_train")
+        x = arrays_named(loaded, "x_train")
         if x is None:
             x = [loaded[k] for k in loaded.files]
     return x, path.name
@@ -405,14 +342,6 @@ def _target(mode, speedup, drop_points, no_accuracy: str = "") -> dict | None:
             "max_drop_points": TARGET_MAX_DROP_POINTS}
 
 
-def _write_json(path: Path, content: dict) -> None:
-    from kerastk.deploy.card import _jsonable
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-
-
 def _test_split_figures(fp32_session, quant_session, x_test, y_test, task, threshold) -> dict:
     """Both files on the saved test split: task metrics, accuracy points lost, argmax agreement, max abs diff,
     and a note when something could not be measured."""
@@ -461,8 +390,8 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         batch-1 latency of both and the speedup, argmax agreement with float32, and for int8 the target
         (>= 2x faster and <= 1 point lost) with what failed and by how much.
     """
+    from kerastk.core.rundir import card_path_for
     from kerastk.deploy.card import io_spec, sha256
-    from kerastk.deploy.runtime import card_path_for
     from kerastk.deploy.timing import ort_session
 
     if mode not in MODES:
@@ -472,11 +401,7 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
     card_path = card_path_for(onnx_path)
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     data_path = onnx_path.parent / card.get("quantization_data", QUANTIZATION_DATA)
-    saved = {}
-    if data_path.is_file():
-        with np.load(data_path, allow_pickle=False) as npz:
-            saved = {"x_train": _unnamed(npz, "x_train"), "x_test": _unnamed(npz, "x_test"),
-                     "y_test": _unnamed(npz, "y_test"), "task": npz["task"].item() if "task" in npz.files else None}
+    saved = load_quantization_data(data_path)
     calibration, source = _load_calibration(calibration)
     if mode == "int8" and calibration is None:
         if saved.get("x_train") is None:
@@ -540,7 +465,7 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
                                       "argmax_agreement": figures["argmax_agreement"], "passed": None,
                                       "verdict": "undecided",
                                       "message": f"{mode} file compared with the float32 file on the test split"}})
-        _write_json(stale_card, quant_card)
+        write_json(stale_card, quant_card)
     except BaseException:
         out.unlink(missing_ok=True)
         stale_card.unlink(missing_ok=True)
@@ -549,7 +474,7 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         card.setdefault("quantized", {})[mode] = {k: summary[k] for k in (
             "file", "size_ratio", "accuracy_drop_points", "argmax_agreement", "latency_batch1_ms", "speedup",
             "target", "created")}
-        _write_json(card_path, card)
+        write_json(card_path, card)
     return summary
 
 

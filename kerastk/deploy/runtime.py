@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kerastk.core.files import sha256
+from kerastk.core.preprocessing import apply_preprocessing
+from kerastk.core.rundir import card_path_for  # noqa: F401 - public here too
 from kerastk.deploy import metadata
 
 #: onnxruntime type strings -> numpy dtype names.
@@ -19,12 +22,6 @@ ORT_DTYPES = {
 
 def ort_dtype(type_string: str) -> str:
     return ORT_DTYPES.get(type_string, type_string)
-
-
-def card_path_for(onnx_path) -> Path:
-    """Where an ONNX file's card lives: `card.json` beside a run folder's `model.onnx`, else `<stem>.card.json`."""
-    onnx_path = Path(onnx_path)
-    return onnx_path.parent / ("card.json" if onnx_path.name == "model.onnx" else f"{onnx_path.stem}.card.json")
 
 
 class OnnxModel:
@@ -109,8 +106,6 @@ class OnnxModel:
         where = f"{str(self.card_path)!r}" if self.card_path else "the card given"
         expected = self.card.get("sha256")
         if expected:
-            from kerastk.deploy.card import sha256
-
             actual = sha256(self.path)
             if actual != expected:
                 raise ValueError(f"{where} describes a different file (sha256 {expected[:12]}...) than "
@@ -137,8 +132,6 @@ class OnnxModel:
 
         Raises ValueError when neither records it (a bare ONNX file without a card): the raw inputs would
         otherwise reach the model unscaled and give confident wrong answers."""
-        from kerastk.data import apply_preprocessing
-
         if not isinstance(self.info.get("preprocessing"), dict):
             what = "a card without 'preprocessing'" if self.card else (
                 f"no card (looked for {str(card_path_for(self.path))!r})")

@@ -13,9 +13,26 @@ import dataclasses
 import numpy as np
 
 from kerastk.deploy.feeds import (  # noqa: F401  (sample_inputs, keras_outputs: public here too)
-    _shorter, _take_batch, as_arrays, keras_outputs, output_names, sample_inputs, variable_length_inputs)
-from kerastk.deploy.parity import (DEFAULT_ATOL, DEFAULT_RTOL, FAILED, PASSED, UNDECIDED, OutputParity,
-                                   argmax_counts, compare_tensor, criterion_text, overall_verdict)
+    as_arrays,
+    keras_outputs,
+    output_names,
+    sample_inputs,
+    shorter_sequences,
+    take_batch,
+    variable_length_inputs,
+)
+from kerastk.deploy.parity import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    FAILED,
+    PASSED,
+    UNDECIDED,
+    OutputParity,  # noqa: F401 - public here too
+    argmax_counts,
+    compare_tensor,
+    criterion_text,
+    overall_verdict,
+)
 
 DEFAULT_BATCH_SIZES = (1, 8)
 #: Output activations whose inputs (the logits) are compared too; the ONNX op each exporter writes for them.
@@ -283,9 +300,9 @@ class ParityCheck:
         variable = variable_length_inputs(model)
         # (rows, inputs) pairs to compare: each batch size, then - for variable-length sequence models - a second
         # sequence length, which a graph that baked the example's length in cannot run
-        self.checks = [(n, _take_batch(arrays, n)) for n in self.batch_sizes]
+        self.checks = [(n, take_batch(arrays, n)) for n in self.batch_sizes]
         if variable:
-            self.checks.append((2, _shorter(_take_batch(arrays, 2), variable)))
+            self.checks.append((2, shorter_sequences(take_batch(arrays, 2), variable)))
         self.lengths = tuple(sorted({int(c[1][i].shape[1]) for c in self.checks for i in variable}, reverse=True))
         try:
             self.names = output_names(model)

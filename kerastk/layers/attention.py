@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerastk.layers._checks import check_int
+from kerastk.layers.checks import check_bool, check_int
 
 #: What a masked score becomes before the softmax (as Keras's own Softmax layer does).
 MASKED_SCORE = -1e9
@@ -47,8 +47,7 @@ class BahdanauAttention(keras.layers.Layer):
     def __init__(self, units, use_bias=True, **kwargs):
         super().__init__(**kwargs)
         self.units = check_int("units", units)
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be True or False; received use_bias={use_bias!r}.")
+        check_bool("use_bias", use_bias)
         self.use_bias = use_bias
 
     def build(self, query_shape, keys_shape, values_shape=None, key_mask_shape=None):

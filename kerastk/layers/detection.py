@@ -18,11 +18,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastk.layers._checks import check_float, check_int
+from kerastk.layers.checks import check_float, check_int
 
 
 def _anchor_list(anchors):
-    from kerastk.deploy.detection import check_anchors  # numpy only: the deployment side owns the check
+    from kerastk.core.boxes import check_anchors
 
     a = check_anchors(anchors)
     return [[float(w), float(h)] for w, h in a]

@@ -12,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-from kerastk.layers._checks import check_activation, check_int, check_rate, check_seed
+from kerastk.layers.checks import check_activation, check_bool, check_int, check_rate, check_seed
 
 
 @keras.saving.register_keras_serializable(package="kerastk")
@@ -37,8 +37,7 @@ class DropConnectDense(keras.layers.Layer):
         self.units = check_int("units", units)
         self.rate = check_rate("rate", rate)
         self.activation = check_activation("activation", activation)
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be True or False; received use_bias={use_bias!r}.")
+        check_bool("use_bias", use_bias)
         self.use_bias = use_bias
         try:
             self.kernel_initializer = keras.initializers.get(kernel_initializer)

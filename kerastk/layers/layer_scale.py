@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.layers._checks import check_float
+from kerastk.layers.checks import check_float
 
 
 @keras.saving.register_keras_serializable(package="kerastk")

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerastk.layers._checks import check_float
+from kerastk.layers.checks import check_bool, check_float
 
 
 def sinusoidal_table(length: int, dim: int, max_wavelength: float = 10000.0) -> np.ndarray:
@@ -49,8 +49,7 @@ class PositionalEncoding(keras.layers.Layer):
     def __init__(self, max_wavelength=10000.0, scale_inputs=False, **kwargs):
         super().__init__(**kwargs)
         self.max_wavelength = check_float("max_wavelength", max_wavelength, minimum=1.0, minimum_inclusive=False)
-        if not isinstance(scale_inputs, bool):
-            raise ValueError(f"`scale_inputs` must be True or False; received scale_inputs={scale_inputs!r}.")
+        check_bool("scale_inputs", scale_inputs)
         self.scale_inputs = scale_inputs
 
     def build(self, input_shape):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerastk.layers._checks import check_float, check_seed
+from kerastk.layers.checks import check_float, check_seed
 from kerastk.losses import kl_divergence
 
 

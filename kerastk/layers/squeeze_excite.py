@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerastk.layers._checks import check_activation, check_int
+from kerastk.layers.checks import check_activation, check_int
 
 
 @keras.saving.register_keras_serializable(package="kerastk")

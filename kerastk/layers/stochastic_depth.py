@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.layers._checks import check_rate, check_seed
+from kerastk.layers.checks import check_rate, check_seed
 
 
 def _broadcast(a, b):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerastk.layers._checks import check_int
+from kerastk.layers.checks import check_bool, check_int
 
 
 @keras.saving.register_keras_serializable(package="kerastk")
@@ -56,8 +56,7 @@ class MaxUnpooling2D(keras.layers.Layer):
     def __init__(self, pool_size=2, first_max_only=True, **kwargs):
         super().__init__(**kwargs)
         self.pool_size = check_int("pool_size", pool_size, minimum=2)
-        if not isinstance(first_max_only, bool):
-            raise ValueError(f"`first_max_only` must be True or False; received first_max_only={first_max_only!r}.")
+        check_bool("first_max_only", first_max_only)
         self.first_max_only = first_max_only
 
     def _check_shapes(self, input_shape):

@@ -1,10 +1,4 @@
 """Model families. Importing this package registers every builder with the registry."""
-from kerastk.backend import check_backend_env
-
-check_backend_env()  # the families import keras: a bad KERAS_BACKEND gets kerastk's message, not Keras's
-from kerastk.models import (  # noqa: F401, E402  (importing a family registers its builders)
-    alexnet, captioner, convnext, densenet, detection, embedding, googlenet, lenet, linear, mlp, mobilenet, recurrent,
-    resnet, resnet_cifar, segmentation, seq2seq, transformer, unet, vae, vgg, volumetric, xception)
-from kerastk.models.registry import create_model, list_models, model_info, register_model  # noqa: E402
+from kerastk.models.registry import create_model, list_models, model_info, register_model
 
 __all__ = ["create_model", "list_models", "model_info", "register_model"]

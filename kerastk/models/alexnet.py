@@ -4,9 +4,8 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers import LocalResponseNormalization
-from kerastk.models._common import check_input_shape, check_rate, classifier_output, pool_features
-from kerastk.models._common import check_head
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_head, check_input_shape, check_rate, classifier_output, pool_features
+from kerastk.models.catalog import register_model
 
 # The smallest input whose feature map survives the three 3x3/2 max pools after the 11x11/4 convolution:
 # 67 -> conv1 15 -> pool1 7 -> pool2 3 -> pool5 1 (66 gives a 14x14 conv1 map and an empty pool5).

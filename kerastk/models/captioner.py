@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import (POOLINGS, check_choice, check_input_shape, check_int, check_int_tuple,
-    check_rate, pool_features)
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    POOLINGS,
+    check_bool,
+    check_choice,
+    check_input_shape,
+    check_int,
+    check_int_tuple,
+    check_rate,
+    pool_features,
+)
+from kerastk.models.catalog import register_model
 
 CELLS = ("gru", "lstm")
 CONDITIONS = ("state", "step", "both")
@@ -85,13 +93,12 @@ def captioner(input_shape=(64, 64, 3), vocab_size=20, caption_length=None, embed
     check_choice("condition", condition, CONDITIONS)
     check_choice("pooling", pooling, POOLINGS)
     check_rate("dropout", dropout)
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
+    check_bool("include_top", include_top)
     if backbone is None:
         filters = check_int_tuple("filters", filters)
         shape = check_input_shape(input_shape, rank=3, min_spatial=2 ** len(filters))
     else:
-        from kerastk.models.registry import list_models
+        from kerastk.models.catalog import list_models
 
         if not isinstance(backbone, str) or backbone not in list_models():
             raise ValueError(f"`backbone` must be None or a registered model name (kerastk.list_models()); "
@@ -104,7 +111,7 @@ def captioner(input_shape=(64, 64, 3), vocab_size=20, caption_length=None, embed
     if backbone is None:
         feature_map = apply_conv_encoder(image, filters)
     else:
-        from kerastk.models.registry import create_model
+        from kerastk.models.catalog import create_model
 
         feature_map = create_model(backbone, input_shape=shape, include_top=False, pooling=None)(image)
     features = image_features(feature_map, pooling)

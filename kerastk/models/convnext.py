@@ -13,9 +13,16 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers import LayerScale, StochasticDepth
-from kerastk.models._common import (POOLINGS, check_choice, check_input_shape, check_int, check_rate,
-                                    classifier_output)
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    POOLINGS,
+    check_bool,
+    check_choice,
+    check_input_shape,
+    check_int,
+    check_rate,
+    classifier_output,
+)
+from kerastk.models.catalog import register_model
 
 LN_EPSILON = 1e-6
 MIN_INPUT = 32  # the stem divides by 4, three downsampling layers by 2: 32x32 ends as 1x1
@@ -78,8 +85,7 @@ def ConvNeXt(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), *, input_shape=(224,
     """
     shape = check_input_shape(input_shape, rank=3, min_spatial=MIN_INPUT)
     check_int("num_classes", num_classes)
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
+    check_bool("include_top", include_top)
     check_choice("pooling", pooling, POOLINGS)
     check_rate("stochastic_depth_rate", stochastic_depth_rate)
     if layer_scale_init_value is not None and (isinstance(layer_scale_init_value, bool) or not isinstance(

@@ -30,7 +30,7 @@ import numpy as np
 
 from kerastk.layers import AnchorGrid, DecodeGrid
 from kerastk.models._common import check_input_shape, check_int
-from kerastk.models.registry import register_model
+from kerastk.models.catalog import register_model
 
 #: Default anchors as fractions of the image side: k-means (1 - IoU distance, YOLOv2) of the boxes of
 #: kerastk.data.load("detection") gives 11, 16 and 21 pixels at 64 x 64.
@@ -56,7 +56,7 @@ def backbone_features(backbone, input_shape, stride, backbone_kwargs=None, name=
     Returns:
         (features model, its stride) - the stride may be below `stride` (tiny_yolo then adds stride-2 convs).
     """
-    from kerastk.models.registry import create_model, list_models
+    from kerastk.models.catalog import create_model, list_models
 
     if not isinstance(backbone, str) or backbone not in list_models():
         raise ValueError(f"`backbone` must be a registered model name (kerastk.list_models()); "
@@ -156,7 +156,7 @@ def tiny_yolo(input_shape=(64, 64, 3), num_classes=3, anchors=None, backbone="mo
     model = keras.Model(inputs, outputs, name="tiny_yolo")
 
     if bn_momentum is not None:
-        for layer in _all_layers(model):
+        for layer in all_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = float(bn_momentum)
 
@@ -168,11 +168,11 @@ def tiny_yolo(input_shape=(64, 64, 3), num_classes=3, anchors=None, backbone="mo
     return model
 
 
-def _all_layers(model):
+def all_layers(model):
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def _anchor_grid(model) -> AnchorGrid:
@@ -195,7 +195,7 @@ def detection_inference_model(model, name=None):
     Shares the weights of `model` (a tiny_yolo). Exported to ONNX, the file gives decoded boxes; apply
     ``kerastk.deploy.detection.postprocess`` (numpy non-maximum suppression) to its output.
     """
-    from kerastk.deploy.detection import MAX_LOG_SCALE
+    from kerastk.core.boxes import MAX_LOG_SCALE
 
     grid = _anchor_grid(model)
     decoded = DecodeGrid(grid.anchors, grid.image_size, max_log_scale=MAX_LOG_SCALE, name="decoded")(model.outputs[0])

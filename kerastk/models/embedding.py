@@ -18,7 +18,7 @@ from kerastk.models._common import (
     check_int,
     check_rate,
 )
-from kerastk.models.registry import register_model
+from kerastk.models.catalog import register_model
 
 
 @register_model(family="embedding", paper="Schroff et al. 2015, FaceNet: A Unified Embedding for Face "

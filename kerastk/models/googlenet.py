@@ -10,9 +10,16 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers import LocalResponseNormalization
-from kerastk.models._common import check_input_shape, check_int, check_rate, classifier_output, pool_features
-from kerastk.models._common import check_head
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    check_bool,
+    check_head,
+    check_input_shape,
+    check_int,
+    check_rate,
+    classifier_output,
+    pool_features,
+)
+from kerastk.models.catalog import register_model
 
 # (name, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection): table 1 of the paper.
 INCEPTION_MODULES = {
@@ -121,8 +128,7 @@ def googlenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, poo
     With `aux_heads=True` the model has three outputs: [predictions, aux1_predictions (from 4a),
     aux2_predictions (from 4d)]; the input must then be at least 79x79 (inception 4a's map must hold
     the heads' 5x5 pool)."""
-    if not isinstance(aux_heads, bool):
-        raise ValueError(f"`aux_heads` must be True or False; received aux_heads={aux_heads!r}.")
+    check_bool("aux_heads", aux_heads)
     shape = check_input_shape(input_shape, rank=3, min_spatial=MIN_INPUT_AUX if aux_heads else MIN_INPUT)
     check_head(num_classes, include_top, pooling)
     check_rate("dropout", dropout)

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import (check_head, check_input_shape, check_int, check_rate, classifier_output,
-                                    pool_features)
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    check_head,
+    check_input_shape,
+    check_int,
+    check_rate,
+    classifier_output,
+    pool_features,
+)
+from kerastk.models.catalog import register_model
 
 
 @register_model(family="lenet", paper="LeCun et al. 1998, Gradient-based learning applied to document recognition",

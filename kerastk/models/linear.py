@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 
 from kerastk.models._common import check_input_shape, check_int
-from kerastk.models.registry import register_model
+from kerastk.models.catalog import register_model
 
 
 def _flat_input(input_shape, name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 
 from kerastk.models._common import check_activation, check_choice, check_input_shape, check_int, check_rate
-from kerastk.models.registry import register_model
+from kerastk.models.catalog import register_model
 
 
 def apply_dense_block(x, units, activation, dropout, batchnorm, name):

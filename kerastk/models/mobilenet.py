@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_input_shape, check_int, check_rate, classifier_output, pool_features
-from kerastk.models._common import check_head
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    check_head,
+    check_input_shape,
+    check_int,
+    check_rate,
+    classifier_output,
+    pool_features,
+)
+from kerastk.models.catalog import register_model
 
 # (pointwise filters at alpha 1, stride) of the 13 depthwise-separable blocks: table 1 of the paper.
 BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),

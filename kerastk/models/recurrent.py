@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_choice, check_int, check_rate, classifier_output
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_bool, check_choice, check_int, check_rate, classifier_output
+from kerastk.models.catalog import register_model
 
 #: cell name -> Keras layer. Parameters of one layer with input width `d` and `u` units:
 #: SimpleRNN u(d+u)+u; LSTM 4(u(d+u)+u) (four gates); GRU 3(u(d+u)+2u) (Keras's reset_after=True keeps
@@ -71,10 +71,8 @@ def _recurrent_classifier(cell, vocab_size, sequence_length, num_classes, embed_
     check_token_input(vocab_size, sequence_length)
     dropout = check_recurrent(embed_dim, units, num_layers, dropout)
     check_int("num_classes", num_classes)
-    if not isinstance(bidirectional, bool):
-        raise ValueError(f"`bidirectional` must be True or False; received bidirectional={bidirectional!r}.")
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
+    check_bool("bidirectional", bidirectional)
+    check_bool("include_top", include_top)
     check_choice("pooling", pooling, SEQUENCE_POOLINGS)
     if include_top and pooling is None:
         raise ValueError("`pooling=None` keeps the whole sequence of hidden states, which only a headless model "

@@ -1,85 +1,13 @@
 """The registry: the front door to every model builder.
 
-    @register_model(family="mlp", paper=..., default_input_shape=(784,))
-    def mlp(input_shape=(784,), num_classes=10, ...): ...
-
     kerastk.create_model("mlp", depth=3)      # a keras.Model
     kerastk.list_models("resnet*")            # names, sorted
     kerastk.model_info("lenet5")              # family, paper, defaults, reference figures
+
+Importing this module imports every family (kerastk.models.families), whose builders register themselves in
+the table (kerastk.models.catalog: ``@register_model(family=..., paper=..., default_input_shape=...)``).
 """
-from __future__ import annotations
+from kerastk.models import families  # noqa: F401 - importing the families registers their builders
+from kerastk.models.catalog import create_model, list_models, model_info, register_model
 
-import difflib
-import fnmatch
-import inspect
-
-_REGISTRY: dict[str, dict] = {}
-
-
-def register_model(fn=None, *, name: str | None = None, family: str | None = None, **info):
-    """Register a builder under `name` (default: the function's name).
-
-    Keyword metadata (paper, default_input_shape, preprocessing, reference_params, reference_source, ...)
-    is returned by :func:`model_info`.
-    """
-
-    def decorator(builder):
-        key = name or builder.__name__
-        if key in _REGISTRY and _REGISTRY[key]["builder"] is not builder:
-            raise ValueError(f"Model name {key!r} is already registered by {_REGISTRY[key]['builder'].__module__}.")
-        params = inspect.signature(builder).parameters
-        defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-        doc = inspect.getdoc(builder) or ""
-        _REGISTRY[key] = {
-            "builder": builder,
-            "info": {
-                "name": key,
-                "family": family or builder.__module__.rsplit(".", 1)[-1],
-                "summary": doc.splitlines()[0] if doc else "",
-                "defaults": defaults,
-                **info,
-            },
-        }
-        return builder
-
-    return decorator(fn) if fn is not None else decorator
-
-
-def _ensure_loaded():
-    # Importing the families registers their builders.
-    import kerastk.models  # noqa: F401
-
-
-def _lookup(name: str) -> dict:
-    _ensure_loaded()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}.{hint} `kerastk.list_models()` lists the {len(_REGISTRY)} models.")
-    return _REGISTRY[name]
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style `pattern`, sorted."""
-    _ensure_loaded()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
-
-
-def model_info(name: str) -> dict:
-    """Metadata of a registered model (a copy: family, summary, defaults, paper, reference figures ...)."""
-    return dict(_lookup(name)["info"])
-
-
-def create_model(name: str, **kwargs):
-    """Build a registered model. Unknown keyword arguments raise a TypeError naming them and listing the
-    accepted ones; builders raise ValueError for bad values."""
-    entry = _lookup(name)
-    params = inspect.signature(entry["builder"]).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(kwargs) - set(params))
-        if unknown:
-            raise TypeError(
-                f"create_model({name!r}) got unexpected argument(s) {', '.join(unknown)}; "
-                f"accepted: {', '.join(params)}."
-            )
-    return entry["builder"](**kwargs)
+__all__ = ["create_model", "list_models", "model_info", "register_model"]

@@ -19,9 +19,17 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers import SqueezeExcite, StochasticDepth
-from kerastk.models._common import (POOLINGS, check_choice, check_input_shape, check_int, check_rate,
-                                    classifier_output, pool_features)
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    POOLINGS,
+    check_bool,
+    check_choice,
+    check_input_shape,
+    check_int,
+    check_rate,
+    classifier_output,
+    pool_features,
+)
+from kerastk.models.catalog import register_model
 
 BN_EPSILON = 1.001e-5  # keras.applications' value (the Caffe weights' epsilon)
 MIN_INPUT = 32  # five stride-2 steps: a 32x32 image ends as a 1x1 feature map
@@ -162,9 +170,8 @@ def apply_stem(x, resnet_d=False):
 def _check_common(input_shape, num_classes, include_top, pooling, resnet_d, se_reduction, stochastic_depth_rate):
     shape = check_input_shape(input_shape, rank=3, min_spatial=MIN_INPUT)
     check_int("num_classes", num_classes)
-    for flag, value in (("include_top", include_top), ("resnet_d", resnet_d)):
-        if not isinstance(value, bool):
-            raise ValueError(f"`{flag}` must be True or False; received {flag}={value!r}.")
+    check_bool("include_top", include_top)
+    check_bool("resnet_d", resnet_d)
     check_choice("pooling", pooling, POOLINGS)
     if se_reduction is not None:
         check_int("se_reduction", se_reduction)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import POOLINGS, check_choice, check_input_shape, check_int, classifier_output, \
-    pool_features
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    POOLINGS,
+    check_choice,
+    check_input_shape,
+    check_int,
+    classifier_output,
+    pool_features,
+)
+from kerastk.models.catalog import register_model
 from kerastk.models.resnet import BN_EPSILON, apply_basic_block
 
 STAGE_FILTERS = (16, 32, 64)

@@ -23,7 +23,7 @@ import keras
 
 from kerastk.layers.unpooling import MaxUnpooling2D
 from kerastk.models._common import check_choice, check_input_shape, check_int
-from kerastk.models.registry import register_model
+from kerastk.models.catalog import register_model
 
 UPSAMPLINGS = ("indices", "transpose")
 VGG16_CONVS = (2, 2, 3, 3, 3)  # convolutions per encoder block (VGG-16, configuration D)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers.attention import BahdanauAttention, PaddingMask
-from kerastk.models._common import check_choice, check_int, check_rate
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_bool, check_choice, check_int, check_rate
+from kerastk.models.catalog import register_model
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 
@@ -91,8 +91,7 @@ def seq2seq_attention(source_vocab=40, target_vocab=14, source_length=None, targ
     check_int("embed_dim", embed_dim)
     check_int("units", units)
     check_choice("cell", cell, CELLS)
-    if not isinstance(bidirectional, bool):
-        raise ValueError(f"`bidirectional` must be True or False; received bidirectional={bidirectional!r}.")
+    check_bool("bidirectional", bidirectional)
     attention_units = units if attention_units is None else check_int("attention_units", attention_units)
     dropout = check_rate("dropout", dropout)
 

@@ -23,8 +23,8 @@ import keras
 
 from kerastk.layers.attention import PaddingMask
 from kerastk.layers.positional import PositionalEncoding
-from kerastk.models._common import check_choice, check_int, check_rate, classifier_output
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_bool, check_choice, check_int, check_rate, classifier_output
+from kerastk.models.catalog import register_model
 from kerastk.models.seq2seq import check_length
 
 LAYER_NORM_EPSILON = 1e-5
@@ -39,8 +39,7 @@ def _check_transformer(num_layers, d_model, num_heads, ff_dim, dropout, norm_fir
     if d_model % num_heads:
         raise ValueError(f"`d_model` must be divisible by `num_heads` (each head gets d_model / num_heads "
                          f"features); received d_model={d_model}, num_heads={num_heads}.")
-    if not isinstance(norm_first, bool):
-        raise ValueError(f"`norm_first` must be True or False; received norm_first={norm_first!r}.")
+    check_bool("norm_first", norm_first)
 
 
 def apply_embedding(tokens, vocab, d_model, dropout, name):
@@ -187,8 +186,7 @@ def transformer_classifier(vocab_size=20_000, sequence_length=None, num_classes=
     sequence_length = check_length("sequence_length", sequence_length)
     check_int("num_classes", num_classes)
     _check_transformer(num_layers, d_model, num_heads, ff_dim, dropout, norm_first)
-    if not isinstance(include_top, bool):
-        raise ValueError(f"`include_top` must be True or False; received include_top={include_top!r}.")
+    check_bool("include_top", include_top)
     check_choice("pooling", pooling, ("avg", "max", None) if not include_top else ("avg", "max"))
 
     # === Functional Model ===

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_choice, check_input_shape, check_int, check_rate
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_bool, check_choice, check_input_shape, check_int, check_rate
+from kerastk.models.catalog import register_model
 
 PADDINGS = ("same", "valid")
 UPSAMPLINGS = ("transpose", "bilinear")
@@ -129,8 +129,7 @@ def unet(input_shape=(256, 256, 1), num_classes=2, depth=4, filters=64, padding=
     check_int("filters", filters)
     check_choice("padding", padding, PADDINGS)
     check_choice("upsampling", upsampling, UPSAMPLINGS)
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"`batch_norm` must be True or False; received batch_norm={batch_norm!r}.")
+    check_bool("batch_norm", batch_norm)
     check_rate("dropout", dropout)
     shape = check_input_shape(input_shape, rank=3)
     for size, label in zip(shape[:2], ("height", "width")):

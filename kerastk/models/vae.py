@@ -15,14 +15,14 @@ from __future__ import annotations
 import keras
 
 from kerastk.layers import Sampling
-from kerastk.layers._checks import check_float, check_seed
+from kerastk.layers.checks import check_float, check_seed
 from kerastk.models._common import (
     check_activation,
     check_choice,
     check_input_shape,
     check_int,
 )
-from kerastk.models.registry import register_model
+from kerastk.models.catalog import register_model
 
 UPSAMPLING = ("transpose", "nearest")
 

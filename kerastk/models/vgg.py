@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_input_shape, check_rate, classifier_output, pool_features
-from kerastk.models._common import check_head
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_head, check_input_shape, check_rate, classifier_output, pool_features
+from kerastk.models.catalog import register_model
 
 # Convolutions per block (filters 64, 128, 256, 512, 512), the paper's configurations D and E.
 CONFIGS = {

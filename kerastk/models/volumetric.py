@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_choice, check_head, check_input_shape, check_int, check_rate
-from kerastk.models._common import check_int_tuple, classifier_output
-from kerastk.models.registry import register_model
+from kerastk.models._common import (
+    check_bool,
+    check_choice,
+    check_head,
+    check_input_shape,
+    check_int,
+    check_int_tuple,
+    check_rate,
+    classifier_output,
+)
+from kerastk.models.catalog import register_model
 
 UPSAMPLING = ("transpose", "nearest")
 # Moving averages of the batch-norm statistics follow the last ~10 steps (torch's default) instead of Keras's
@@ -84,8 +92,7 @@ def unet3d(input_shape=(64, 64, 64, 3), num_classes=3, depth=4, filters=32, batc
     check_int("filters", filters)
     check_int("num_classes", num_classes, 2)
     check_choice("upsampling", upsampling, UPSAMPLING)
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"`batch_norm` must be True or False; received batch_norm={batch_norm!r}.")
+    check_bool("batch_norm", batch_norm)
     shape = _check_volume_shape(input_shape, 2 ** (depth - 1), f"unet3d with depth={depth}")
 
     # === Functional Model ===
@@ -123,8 +130,7 @@ def cnn3d(input_shape=(32, 32, 32, 3), num_classes=3, filters=(16, 32, 64), conv
     check_int("convs_per_block", convs_per_block)
     check_head(num_classes, include_top, pooling)
     check_rate("dropout", dropout)
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"`batch_norm` must be True or False; received batch_norm={batch_norm!r}.")
+    check_bool("batch_norm", batch_norm)
     if include_top and pooling is None:
         raise ValueError("cnn3d's classifier head pools globally: use pooling='avg' or 'max' with include_top=True.")
     shape = _check_volume_shape(input_shape, 2 ** len(filters), f"cnn3d with {len(filters)} pooling blocks")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_input_shape, check_int, classifier_output, pool_features
-from kerastk.models._common import check_head
-from kerastk.models.registry import register_model
+from kerastk.models._common import check_head, check_input_shape, check_int, classifier_output, pool_features
+from kerastk.models.catalog import register_model
 
 MIN_INPUT = 71  # as keras.applications.Xception (two valid 3x3 convs, then four stride-2 stages)
 ENTRY_FILTERS = (128, 256, 728)

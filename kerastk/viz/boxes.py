@@ -55,7 +55,7 @@ def plot_detections(images, detections, path, ground_truth=None, class_names=Non
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
-    from kerastk.deploy.detection import boxes_from_labels
+    from kerastk.core.boxes import boxes_from_labels
 
     x = _images(images)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -80,7 +80,7 @@ def plot_detections(images, detections, path, ground_truth=None, class_names=Non
             continue
         ax.imshow(x[i], interpolation="nearest")
         if truth is not None:
-            for (x1, y1, x2, y2), c in zip(*truth[i]):
+            for (x1, y1, x2, y2), _ in zip(*truth[i]):
                 ax.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.2,
                                                ls="--", edgecolor="white"))
         boxes, scores, classes = (np.asarray(a) for a in detections[i])

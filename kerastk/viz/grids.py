@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastk.viz.saliency import _layer, _layer_output
+from kerastk.viz.saliency import find_layer, layer_output
 
 __all__ = ["feature_maps", "plot_feature_maps", "plot_filters"]
 
@@ -63,7 +63,7 @@ def feature_maps(model, images, layer_names) -> dict:
         raise ValueError("`layer_names` must name at least one layer.")
     outputs = []
     for name in names:
-        out = _layer_output(_layer(model, name))
+        out = layer_output(find_layer(model, name))
         if out is None or isinstance(out, (list, tuple, dict)):
             raise ValueError(f"Layer {name!r} has no single output tensor (it is shared or returns several).")
         outputs.append(out)
@@ -151,7 +151,7 @@ def plot_filters(model, path, layer_name: str | None = None, max_filters: int = 
             raise ValueError(f"Model {model.name!r} has no Conv2D layer to show.")
         layer = convs[0]
     else:
-        layer = _layer(model, layer_name)
+        layer = find_layer(model, layer_name)
         if not isinstance(layer, keras.layers.Conv2D):
             raise ValueError(f"plot_filters shows Conv2D kernels; layer {layer_name!r} is a "
                              f"{type(layer).__name__}.")

@@ -12,14 +12,14 @@ the input itself for a separate softmax layer - so the model is never modified o
 anything else is scored on its output as it is. Softmax probabilities would also work, but their gradients
 vanish once the network is confident and mix in every other class.
 
-Gradients come from :mod:`kerastk.viz._gradients` (tf.GradientTape, jax.grad or torch autograd); everything
+Gradients come from :mod:`kerastk.viz.gradients` (tf.GradientTape, jax.grad or torch autograd); everything
 else here is Keras functional models and numpy. Images are channels-last batches shaped like the model's input.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from kerastk.viz._gradients import value_and_gradients
+from kerastk.viz.gradients import value_and_gradients
 
 __all__ = ["input_gradients", "saliency_map", "last_conv_layer", "grad_cam", "overlay_heatmap"]
 
@@ -92,7 +92,7 @@ def _resolve_classes(class_index, n, num_classes):
     return c.astype(np.int64)
 
 
-def _layer(model, layer_name):
+def find_layer(model, layer_name):
     """The layer called `layer_name`, with a clear error listing close names."""
     import difflib
 
@@ -105,7 +105,7 @@ def _layer(model, layer_name):
     return model.get_layer(layer_name)
 
 
-def _layer_output(layer):
+def layer_output(layer):
     """The layer's single symbolic output (a layer called more than once has no single output)."""
     try:
         return layer.output
@@ -117,11 +117,11 @@ def _feature_tensor(model, layer_name):
     """The 4-D output tensor of `layer_name` (the feature map Grad-CAM weighs)."""
     import keras
 
-    layer = _layer(model, layer_name)
+    layer = find_layer(model, layer_name)
     if isinstance(layer, keras.layers.InputLayer):
         raise ValueError(f"{layer_name!r} is the model's input layer; Grad-CAM needs a feature map inside the "
                          "network (use kerastk.viz.saliency_map for gradients with respect to the input).")
-    out = _layer_output(layer)
+    out = layer_output(layer)
     if out is None or isinstance(out, (list, tuple, dict)):
         raise ValueError(f"Layer {layer_name!r} has no single output tensor (it is shared or returns several).")
     if len(out.shape) != 4:
@@ -217,7 +217,7 @@ def input_gradients(model, images, class_index=None, batch_size: int = BATCH_SIZ
         else:
             c = classes[start:start + batch_size]
         onehot = _onehot(c, num_classes)
-        _, g = value_and_gradients(lambda t: to_scores(score_model(t, training=False)) * onehot, xb)
+        _, g = value_and_gradients(lambda t, onehot=onehot: to_scores(score_model(t, training=False)) * onehot, xb)
         grads.append(g)
     return np.concatenate(grads).astype(np.float32)
 
@@ -237,7 +237,7 @@ def last_conv_layer(model) -> str:
     for layer in reversed(model.layers):
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        out = _layer_output(layer)
+        out = layer_output(layer)
         if out is not None and not isinstance(out, (list, tuple, dict)) and len(out.shape) == 4:
             return layer.name
     raise ValueError(f"Model {model.name!r} has no layer with a 4-D (batch, height, width, channels) output; "
@@ -285,9 +285,9 @@ def grad_cam(model, images, class_index=None, layer_name: str | None = None,
         onehot = _onehot(c, num_classes)
         if needs_image:
             image = keras.ops.convert_to_tensor(xb)
-            fn = lambda a: to_scores(head([image, a], training=False)) * onehot  # noqa: E731
+            fn = lambda a, image=image, onehot=onehot: to_scores(head([image, a], training=False)) * onehot  # noqa: E731
         else:
-            fn = lambda a: to_scores(head(a, training=False)) * onehot  # noqa: E731
+            fn = lambda a, onehot=onehot: to_scores(head(a, training=False)) * onehot  # noqa: E731
         a = _to_numpy(fmap)
         _, g = value_and_gradients(fn, a)
         weights = g.mean(axis=(1, 2))  # (n, channels): global-average-pooled gradients
