@@ -19,13 +19,14 @@ import dataclasses
 import errno
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from kerastk.core.errors import ExporterFailure, ExportError, RoundTripError  # noqa: F401 - public here
+from kerastk.deploy.export_worker import export_in_subprocess  # noqa: F401 - public here too
 from kerastk.deploy.feeds import input_names, output_names
 from kerastk.deploy.metadata import finalize_graph
 from kerastk.deploy.parity import DEFAULT_RTOL, UNDECIDED
@@ -38,14 +39,6 @@ ROUTE_PREFERENCE = ("tensorflow", "torch", "jax")
 #: it fails (ResNeXt's grouped convolutions, VGG's tf2onnx memory) JAX's graphs beat torch's on 14 of the 25
 #: models both export (ResNeXt-50: 52.9 ms against 68.8).
 BEST_GRAPH_ORDER = ("tensorflow", "jax", "torch")
-
-
-class ExportError(RuntimeError):
-    """No route produced an ONNX file that validates; `attempts` holds each route's figures."""
-
-    def __init__(self, message, attempts):
-        super().__init__(message)
-        self.attempts = attempts
 
 
 @dataclasses.dataclass
@@ -78,7 +71,7 @@ def input_signature(model, signature=None):
     return input_structure(model)
 
 
-def _clean(text: str) -> str:
+def clean_message(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
@@ -93,7 +86,7 @@ def exporter_message(exc) -> str:
     seen, e = set(), exc
     while e is not None and id(e) not in seen:  # the first exception in the chain with a message of its own
         seen.add(id(e))
-        text = _clean(str(e))
+        text = clean_message(str(e))
         layer = None
         m = re.search(r"Exception encountered when calling (?:layer )?'?([\w.]+?)'?(?:\.call)?\(\)", text)
         if m:
@@ -109,10 +102,6 @@ def exporter_message(exc) -> str:
             return f"{where}{type(e).__name__}: {text[:400]}"
         e = e.__cause__ or e.__context__
     return type(exc).__name__
-
-
-class ExporterFailure(RuntimeError):
-    """An exporter failed; the message names the layer (when Keras says which) and the exporter's own message."""
 
 
 def export_native(model, path, opset=None, signature=None) -> list[str]:
@@ -191,7 +180,7 @@ def _export_tensorflow(model, path, sig, opset) -> dict:
     return constants
 
 
-def _signature_json(model) -> str | None:
+def signature_json(model) -> str | None:
     """The input signature given for a model without one of its own, as JSON for the export worker."""
     import keras
 
@@ -203,7 +192,7 @@ def _signature_json(model) -> str | None:
         lambda s: {"__spec__": [list(s.shape), str(s.dtype), s.name]}, input_structure(model)))
 
 
-def _signature_from_json(text):
+def signature_from_json(text):
     import keras
 
     def hook(d):
@@ -260,7 +249,7 @@ def import_user_modules(modules) -> dict:
                 mod = importlib.import_module(module)
             except Exception as exc:
                 raise ImportError(f"Cannot import {module!r} (which defines the model's classes) in the export "
-                                  f"subprocess: {type(exc).__name__}: {_clean(str(exc))[:300]}") from exc
+                                  f"subprocess: {type(exc).__name__}: {clean_message(str(exc))[:300]}") from exc
         elif mod is None:
             if not file:
                 raise ImportError("The model's classes are defined in __main__ with no script file (an interactive "
@@ -276,10 +265,6 @@ def import_user_modules(modules) -> dict:
     return objects
 
 
-class RoundTripError(RuntimeError):
-    """The model does not come back the same from its `.keras` file: no subprocess route can export it."""
-
-
 def check_round_trip(model, keras_path, modules=()) -> None:
     """Load `keras_path` back in this process and compare every variable with the model's (path, shape, values);
     raise RoundTripError naming the first that differs."""
@@ -292,7 +277,7 @@ def check_round_trip(model, keras_path, modules=()) -> None:
         with keras.saving.custom_object_scope(import_user_modules(modules)):
             reloaded = load_keras(keras_path)
     except Exception as exc:
-        raise RoundTripError(f"the model cannot be re-loaded from its .keras file ({_clean(str(exc))[:300]})") \
+        raise RoundTripError(f"the model cannot be re-loaded from its .keras file ({clean_message(str(exc))[:300]})") \
             from exc
     before, after = model.weights, reloaded.weights
     if len(before) != len(after):
@@ -305,36 +290,6 @@ def check_round_trip(model, keras_path, modules=()) -> None:
         if not np.array_equal(va, vb, equal_nan=True):
             worst = float(np.max(np.abs(va.astype(np.float64) - vb.astype(np.float64)), initial=0.0))
             raise RoundTripError(f"variable {a.path!r} differs once re-loaded (max abs diff {worst:.3g})")
-
-
-def export_in_subprocess(keras_path, path, route, opset=None, timeout=1800, modules=(), signature=None) \
-        -> list[str]:
-    """Re-load a `.keras` file under KERAS_BACKEND=route in a fresh process and export it there; `modules`
-    ((module, file) pairs) are imported first so the model's own classes load, `signature` (JSON) is the input
-    signature of a model that has none of its own."""
-    env = dict(os.environ, KERAS_BACKEND=route)
-    cmd = [sys.executable, "-m", "kerastk.deploy._worker", str(keras_path), str(path)]
-    if opset is not None:
-        cmd += ["--opset", str(opset)]
-    for module, file in modules:
-        cmd += ["--module", f"{module}={file or ''}"]
-    if signature is not None:
-        cmd += ["--signature", signature]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    try:
-        reply = json.loads(last)
-    except ValueError:
-        reply = {}
-    if proc.returncode == _WORKER_WRITE_ERROR:  # the output could not be written: no other route can help
-        raise OSError(reply["errno"], reply["message"])
-    if proc.returncode != 0:
-        if reply.get("error"):
-            raise ExporterFailure(f"{route} route: {reply['error']}")
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()
-                 and "removed its internal frames" not in ln]
-        raise RuntimeError(f"{route} export failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
-    return reply.get("fixes", [])
 
 
 def route_order(requested, active, optimize=False):
@@ -388,9 +343,8 @@ def optimize_graph(src, dst) -> None:
 
 
 OPTIMIZE_MODES = (True, False, "rule", "measure")
-_WORKER_WRITE_ERROR = 3  # exit status of the export worker when its output cannot be written
 #: OSErrors that mean the output cannot be written at all (no other route can help): they reach the caller.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _check_output_folder(path: Path) -> None:
@@ -441,14 +395,14 @@ def _export_route(model, r, active, candidate, opset, keras_path_holder, tmp, si
         except OSError:
             raise
         except Exception as exc:
-            reason = _clean(str(exc)) if isinstance(exc, RoundTripError) else \
-                f"saving it failed ({type(exc).__name__}: {_clean(str(exc))[:300]})"
+            reason = clean_message(str(exc)) if isinstance(exc, RoundTripError) else \
+                f"saving it failed ({type(exc).__name__}: {clean_message(str(exc))[:300]})"
             keras_path_holder[1] = reason
     if keras_path_holder[1]:
         raise RoundTripError(f"the model does not round-trip through .keras: {keras_path_holder[1]}; the {r} route "
                              f"re-loads a saved copy, so only the in-process route ({active}) can export it")
     return export_in_subprocess(keras_path_holder[0], candidate, r, opset, modules=modules,
-                                signature=_signature_json(model))
+                                signature=signature_json(model))
 
 
 def _first_line(exc) -> str:
@@ -538,7 +492,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                     # below is the file shipped (kerastk.deploy.metadata)
                     finalize_graph(candidate, input_names(model), output_names(model))
                 except OSError as exc:
-                    if exc.errno in _WRITE_ERRNOS:
+                    if exc.errno in WRITE_ERRNOS:
                         raise OSError(exc.errno, f"Writing the {r} export for {str(path)!r} failed: "
                                                  f"{exc.strerror or exc}. Nothing was left at {str(path)!r}; free "
                                                  f"space or choose another output folder.") from exc
@@ -631,7 +585,7 @@ def _optimized(candidate, check, report, graph):
         optimize_graph(candidate, optimized)
         finalize_graph(optimized, input_names(check.model), output_names(check.model))  # ORT re-adds opset domains
     except OSError as exc:
-        if exc.errno in _WRITE_ERRNOS:
+        if exc.errno in WRITE_ERRNOS:
             raise
         graph["optimizer"] = f"skipped: {type(exc).__name__}: {_first_line(exc)}"
         return candidate, report
@@ -650,46 +604,3 @@ def _ort_version() -> str:
     import onnxruntime as ort
 
     return ort.__version__
-
-
-def main_worker(argv=None) -> int:
-    """Entry point of `python -m kerastk.deploy._worker SRC.keras OUT.onnx [--opset N] [--module NAME=FILE]...
-    [--signature JSON]`. On failure the last stdout line is JSON {"error": ...}: the layer and the exporter's own
-    message (exporter_message)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Export a .keras file with the active backend's exporter.")
-    parser.add_argument("keras_path")
-    parser.add_argument("onnx_path")
-    parser.add_argument("--opset", type=int, default=None)
-    parser.add_argument("--module", action="append", default=[],
-                        help="NAME=FILE of a module defining the model's classes (imported before loading)")
-    parser.add_argument("--signature", default=None, help="the input signature (JSON) of a subclassed model")
-    args = parser.parse_args(argv)
-    import keras
-
-    from kerastk.deploy.validate import load_keras
-
-    modules = [tuple(m.split("=", 1)) if "=" in m else (m, "") for m in args.module]
-    try:
-        objects = import_user_modules([(name, file or None) for name, file in modules])
-        with keras.saving.custom_object_scope(objects):
-            model = load_keras(args.keras_path)
-        signature = _signature_from_json(args.signature) if args.signature else None
-        fixes = export_native(model, args.onnx_path, args.opset) if signature is None else \
-            export_native(model, args.onnx_path, args.opset, signature=signature)
-    except OSError as exc:
-        if exc.errno not in _WRITE_ERRNOS:
-            print(json.dumps({"error": f"{type(exc).__name__}: {_clean(str(exc))[:500]}"}))
-            return 1
-        print(json.dumps({"errno": exc.errno, "message": exc.strerror or str(exc)}))
-        return _WORKER_WRITE_ERROR
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        message = _clean(str(exc)) if isinstance(exc, ExporterFailure) else exporter_message(exc)
-        print(json.dumps({"error": message[:800]}))
-        return 1
-    print(json.dumps({"route": keras.backend.backend(), "path": args.onnx_path, "fixes": fixes}))
-    return 0
