@@ -132,30 +132,26 @@ def cmd_export(args) -> int:
 def _card_for(out: Path, keras_path, result):
     """The card of an exported file: a run folder's card (kept: preprocessing, labels, metrics) updated with the
     new export's figures, else a new one."""
+    from kerastk.core.card import ModelCard
+    from kerastk.core.rundir import CARD, card_path_for
     from kerastk.deploy import write_card
-    from kerastk.deploy.runtime import card_path_for
 
     card_path = card_path_for(out)
-    run_card = Path(keras_path).parent / "card.json"
+    run_card = Path(keras_path).parent / CARD
     if not run_card.is_file():  # set aside by an export that failed: its training figures are still good
-        run_card = run_card.with_name("card.json.stale")
-    kept = {}
+        run_card = run_card.with_name(f"{CARD}.stale")
+    kept = ModelCard()
     if run_card.is_file() and out.name == "model.onnx":
         try:
-            kept = json.loads(run_card.read_text())
-        except json.JSONDecodeError:
-            kept = {}
-    fields = ("name", "preprocessing", "class_names", "task")
-    extra = {k: v for k, v in kept.items() if k not in (*fields, "metrics") and k not in _EXPORT_FIELDS}
-    return write_card(out, name=kept.get("name", Path(keras_path).stem), export_result=result,
-                      preprocessing=kept.get("preprocessing"), class_names=kept.get("class_names"),
-                      task=kept.get("task"), metrics_keras=(kept.get("metrics") or {}).get("keras"),
-                      metrics_onnx=(kept.get("metrics") or {}).get("onnx"), extra=extra, card_path=card_path)
-
-
-#: Card fields every export rewrites (kept fields from a run folder's card are the others).
-_EXPORT_FIELDS = ("file", "sha256", "created", "versions", "inputs", "outputs", "backend", "route", "opset",
-                  "export_seconds", "parity", "export_attempts", "optimize", "graph", "quantized")
+            kept = ModelCard(ModelCard.read(run_card).kept_on_reexport())
+        except ValueError:
+            kept = ModelCard()
+    fields = ("name", "preprocessing", "class_names", "task", "metrics")
+    extra = {k: v for k, v in kept.items() if k not in fields}
+    return write_card(out, name=kept.name or Path(keras_path).stem, export_result=result,
+                      preprocessing=kept.preprocessing, class_names=kept.class_names, task=kept.task,
+                      metrics_keras=kept.metrics.get("keras"), metrics_onnx=kept.metrics.get("onnx"), extra=extra,
+                      card_path=card_path)
 
 
 def cmd_validate(args) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import kerastk
 from kerastk import viz
 from kerastk.backend import active_backend, set_seed
-from kerastk.data import _finish, _split, generators
+from kerastk.data import finish_dataset, generators, split_dataset
 from kerastk.training import parse_recipe_args, recipe_parser, run
 
 EPOCHS = 20  # early stopping may end the run sooner
@@ -44,8 +44,8 @@ def load_shapes_with_boxes(n_samples, image_size, seed):
     splitter, and the boxes are taken with the test indices: row i of `boxes` belongs to data.x_test[i].
     """
     x, y, names, boxes = generators.shapes(n_samples=n_samples, image_size=image_size, seed=seed, return_boxes=True)
-    i_train, y_train, i_val, y_val, i_test, y_test = _split(np.arange(n_samples), y, seed)
-    data = _finish("shapes_boxes", (x[i_train], y_train, x[i_val], y_val, x[i_test], y_test),
+    i_train, y_train, i_val, y_val, i_test, y_test = split_dataset(np.arange(n_samples), y, seed)
+    data = finish_dataset("shapes_boxes", (x[i_train], y_train, x[i_val], y_val, x[i_test], y_test),
                    task="classification", input_shape=(image_size, image_size, 3), class_names=names,
                    source=f"kerastk.data.generators.shapes ({n_samples} images {image_size}x{image_size}, seed {seed},"
                           " with boxes)", preprocessing={"type": "scale", "factor": 1.0 / 255.0})

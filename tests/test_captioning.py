@@ -91,7 +91,7 @@ def test_dataset_format():
             assert row_out[n - 1] == 2 and np.all(row_out[n:] == 0) and 2 not in row_out[:n - 1]
             np.testing.assert_array_equal(row_in[1:n], row_out[:n - 1])  # teacher forcing: shifted by one
             assert np.all(row_in[n:] == 0) and 1 not in row_in[1:]
-    assert sizes == [139, 31, 30]  # 70 / 15 / 15 by kerastk.data._split (sklearn rounding)
+    assert sizes == [139, 31, 30]  # 70 / 15 / 15 by kerastk.data.split_dataset (sklearn rounding)
     from kerastk.deploy.generate import decode_tokens
 
     assert decode_tokens(data.y_test, vocab, sep=" ") == data.info["test_captions"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from kerastk.core.files import sha256, write_json  # noqa: F401 - sha256: public here too
+from kerastk.core.card import ModelCard
+from kerastk.core.files import sha256  # noqa: F401 - public here too
 from kerastk.core.rundir import card_path_for
 
 
@@ -67,8 +68,7 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
     metadata.embed(onnx_path, metadata.essentials(card))
     card["sha256"] = sha256(onnx_path)
     card_path = Path(card_path) if card_path else card_path_for(onnx_path)
-    write_json(card_path, card)
-    return card_path
+    return ModelCard(card).write(card_path)
 
 
 def _channels_first() -> bool:

@@ -34,9 +34,7 @@ it: a failure leaves nothing at the output path.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
-import json
 import os
 import tempfile
 import time
@@ -44,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastk.core.files import write_json
 from kerastk.core.rundir import (  # noqa: F401 - the run folder's data: public here too
     QUANTIZATION_DATA,
+    TEST_ROWS_CAP,
     arrays_named,
     load_quantization_data,
     run_test_rows,
@@ -390,6 +388,7 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         batch-1 latency of both and the speedup, argmax agreement with float32, and for int8 the target
         (>= 2x faster and <= 1 point lost) with what failed and by how much.
     """
+    from kerastk.core.card import ModelCard
     from kerastk.core.rundir import card_path_for
     from kerastk.deploy.card import io_spec, sha256
     from kerastk.deploy.timing import ort_session
@@ -399,8 +398,8 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
     onnx_path = _resolve_onnx(path)
     out = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}.{mode}.onnx")
     card_path = card_path_for(onnx_path)
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    data_path = onnx_path.parent / card.get("quantization_data", QUANTIZATION_DATA)
+    card = ModelCard.beside(onnx_path)
+    data_path = onnx_path.parent / card.quantization_data
     saved = load_quantization_data(data_path)
     calibration, source = _load_calibration(calibration)
     if mode == "int8" and calibration is None:
@@ -424,12 +423,12 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         info["bytes"] = out.stat().st_size
 
         fp32_session, quant_session = ort_session(onnx_path), ort_session(out)
-        task = card.get("task") or saved.get("task")
+        task = card.task or saved.get("task")
         x_test = saved.get("x_test")
         if x_test is not None:
             x_test = _cast(x_test, _input_dtypes(fp32_session))
             figures = _test_split_figures(fp32_session, quant_session, x_test, saved.get("y_test"), task,
-                                          card.get("decision_threshold", 0.5))
+                                          card.decision_threshold)
         else:
             figures = {"metrics_fp32": None, "metrics_quantized": None, "accuracy_drop_points": None,
                        "argmax_agreement": None, "max_abs_diff": None,
@@ -457,24 +456,15 @@ def quantize_run(path, mode: str = "int8", out=None, calibration=None, **quantiz
         if note:
             summary["note"] = note
 
-        quant_card = copy.deepcopy(card)
-        quant_card.pop("quantized", None)
-        quant_card.update({"file": out.name, "sha256": sha256(out), **io_spec(out), "quantization": summary,
-                           "metrics": {**(card.get("metrics") or {}), "onnx": figures["metrics_quantized"]},
-                           "parity": {"reference": onnx_path.name, "max_abs_diff": figures["max_abs_diff"],
-                                      "argmax_agreement": figures["argmax_agreement"], "passed": None,
-                                      "verdict": "undecided",
-                                      "message": f"{mode} file compared with the float32 file on the test split"}})
-        write_json(stale_card, quant_card)
+        card.quantized_card(file=out.name, sha256=sha256(out), io_spec=io_spec(out), summary=summary,
+                            reference=onnx_path.name).write(stale_card)
     except BaseException:
         out.unlink(missing_ok=True)
         stale_card.unlink(missing_ok=True)
         raise
     if card:
-        card.setdefault("quantized", {})[mode] = {k: summary[k] for k in (
-            "file", "size_ratio", "accuracy_drop_points", "argmax_agreement", "latency_batch1_ms", "speedup",
-            "target", "created")}
-        write_json(card_path, card)
+        card.record_quantized(mode, summary)
+        card.write(card_path)
     return summary
 
 

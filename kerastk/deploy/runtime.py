@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerastk.core.card import ModelCard
 from kerastk.core.files import sha256
 from kerastk.core.preprocessing import apply_preprocessing
 from kerastk.core.rundir import card_path_for  # noqa: F401 - public here too
@@ -58,7 +59,7 @@ class OnnxModel:
         self.output_names = [a.name for a in self.session.get_outputs()]
         self._check_card()
         self.metadata = self._read_metadata()
-        self.info = {**metadata.as_card(self.metadata), **self.card}
+        self.info = ModelCard({**metadata.as_card(self.metadata), **self.card})
         self._compare_card()
 
     def _read_metadata(self) -> dict:
@@ -79,22 +80,14 @@ class OnnxModel:
             warnings.warn(f"{where} and the metadata embedded in {self.path.name} differ in "
                           f"{', '.join(differing)} ({detail}); the card is used.", UserWarning, stacklevel=3)
 
-    def _load_card(self, card):
+    def _load_card(self, card) -> ModelCard:
         self.card_path = None
         if isinstance(card, dict):
-            return card
+            return ModelCard(card)
         card_path = Path(card) if card else card_path_for(self.path)
-        if not card_path.is_file():
-            if card:
-                raise FileNotFoundError(f"No model card at {str(card_path)!r}.")
-            return {}
-        try:
-            loaded = json.loads(card_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Model card {str(card_path)!r} is not valid JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"Model card {str(card_path)!r} must hold a JSON object; received a "
-                             f"{type(loaded).__name__}.")
+        if not card_path.is_file() and not card:
+            return ModelCard()
+        loaded = ModelCard.read(card_path)
         self.card_path = card_path
         return loaded
 
@@ -197,7 +190,7 @@ class OnnxModel:
         y = y[0] if isinstance(y, list) else y
         names = self.class_names
         if self.info.get("task") == "multilabel":
-            on = y > self.info.get("decision_threshold", 0.5)
+            on = y > self.info.decision_threshold
             return [[names[j] if names else j for j in np.flatnonzero(row)] for row in on]
         idx = np.argmax(y, axis=-1) if y.shape[-1] > 1 else (y[..., 0] > 0.5).astype(int)
         return [names[i] if names else int(i) for i in np.ravel(idx)]

@@ -138,22 +138,6 @@ def _json_array(name: str, value, dtype: str, raw: bool) -> np.ndarray:
     return a.astype(target)
 
 
-def _labels(card: dict, y: np.ndarray):
-    """Class names for the first output, as OnnxModel.predict_labels gives them (None when they do not apply)."""
-    names = card.get("class_names")
-    if not names or y.ndim != 2:
-        return None
-    if card.get("task") == "multilabel":
-        if y.shape[-1] != len(names):
-            return None
-        on = y > card.get("decision_threshold", 0.5)
-        return [[names[j] for j in np.flatnonzero(row)] for row in on]
-    idx = np.argmax(y, axis=-1) if y.shape[-1] > 1 else (y[:, 0] > 0.5).astype(int)
-    if idx.size and int(idx.max()) >= len(names):
-        return None
-    return [names[int(i)] for i in idx]
-
-
 def _to_json(a: np.ndarray):
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         return np.where(np.isfinite(a), a.astype(object), None).tolist()
@@ -462,7 +446,7 @@ def create_app(onnx_path, *, max_batch_rows: int = 64, max_body_bytes: int = 8 *
         out_names = [o.name for o in model.session.get_outputs()]
         body = {"outputs": _to_json(outputs[0]) if len(outputs) == 1
                 else {n: _to_json(o) for n, o in zip(out_names, outputs)}}
-        labels = _labels(model.info, outputs[0])
+        labels = model.info.labels(outputs[0])
         if labels is not None:
             body["labels"] = labels
         body["batch_size"] = rows
