@@ -259,11 +259,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_arguments(sub.add_parser("bench", help="Keras vs onnxruntime fp32/int8 latency, export routes, "
                                                      "training overhead"))
-    from kerastk.deploy.serve import add_serve_arguments
-
     add_serve_arguments(sub.add_parser("serve", help="serve an ONNX file over HTTP (/predict, /health, "
                                                      "/metadata); --load-test"))
     return parser
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of `kerastk serve MODEL.onnx ...`."""
+    p.add_argument("onnx", help="the ONNX file (its card beside it is served at /metadata)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-rows", type=int, default=64, help="most rows per request and per merged run")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0, help="how long a request waits for others to join")
+    p.add_argument("--no-batching", action="store_true", help="one session.run per request")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body in MiB")
+    p.add_argument("--max-queue", type=int, default=1024, help="most requests in flight; more get 503")
+    p.add_argument("--load-test", action="store_true",
+                   help="serve on a free loopback port, run a bounded load test, print the figures and exit "
+                        "(0 only when no request failed)")
+    p.add_argument("--concurrency", type=int, default=8, help="load test: client threads")
+    p.add_argument("--requests", type=int, default=400, help="load test: requests in all")
+    p.add_argument("--rows", type=int, default=1, help="load test: rows per request")
+    p.add_argument("--format", choices=("json", "npy"), default="json", help="load test: request body format")
+    p.add_argument("--json", metavar="OUT", help="load test: also write the figures to this JSON file")
+    return p
+
+
+def cmd_serve(args) -> int:
+    """`kerastk serve`: serve until interrupted, or with --load-test run a bounded load test and exit."""
+    if not args.max_body_mb > 0:
+        print(f"kerastk serve: --max-body-mb must be > 0; received {args.max_body_mb}", file=sys.stderr)
+        return 2
+    app_kwargs = {"max_batch_rows": args.max_batch_rows, "batch_wait_ms": args.batch_wait_ms,
+                  "batching": not args.no_batching, "max_queue": args.max_queue,
+                  "max_body_bytes": max(1, int(args.max_body_mb * 2**20))}
+    import http.client
+    from urllib.parse import urlsplit
+
+    from kerastk.deploy.runtime import OnnxModel
+    from kerastk.deploy.serve import format_load_test, load_test, running_server, sample_body, serve
+    from kerastk.deploy.serve.requests import positive_int
+
+    try:
+        if not args.load_test:
+            print(f"Serving {args.onnx} on http://{args.host}:{args.port} (POST /predict, GET /metadata, "
+                  f"GET /health; batching {'off' if args.no_batching else 'on'}). Ctrl-C stops it.")
+            serve(args.onnx, host=args.host, port=args.port, **app_kwargs)
+            return 0
+        body, content_type = sample_body(OnnxModel(args.onnx), positive_int("--rows", args.rows), args.format)
+        with running_server(args.onnx, **app_kwargs) as url:
+            result = load_test(f"{url}/predict", body, content_type, concurrency=args.concurrency,
+                               requests=args.requests)
+            conn = http.client.HTTPConnection(urlsplit(url).hostname, urlsplit(url).port, timeout=10)
+            conn.request("GET", "/health")
+            result["server"] = json.loads(conn.getresponse().read())["stats"]
+            conn.close()
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"kerastk serve: {exc}", file=sys.stderr)
+        return 2
+    result.update({"model": str(args.onnx), "rows_per_request": args.rows, "format": args.format,
+                   "batching": not args.no_batching})
+    print(format_load_test(result))
+    server = result["server"]
+    print(f"server: {server['requests']} requests in {server['session_runs']} session runs "
+          f"({server['merged_runs']} merged, largest {server['largest_run_requests']} requests)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result["failed"] == 0 else 1
 
 
 def main(argv=None) -> int:
@@ -281,11 +343,9 @@ def main(argv=None) -> int:
         import importlib.util
 
         missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
-        if missing:  # serve.py imports them only when serving: say how to get them before anything starts
+        if missing:  # kerastk.deploy.serve imports them only when serving: say how to get them before anything starts
             print(f"kerastk serve needs {' and '.join(missing)}: pip install 'kerastk[serve]'", file=sys.stderr)
             return 2
-        from kerastk.deploy.serve import cmd_serve
-
         return cmd_serve(args)
     return {"info": cmd_info, "models": cmd_models, "export": cmd_export, "validate": cmd_validate,
             "predict": cmd_predict}[args.command](args)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from kerastk.cli import add_serve_arguments, cmd_serve
 from kerastk.deploy.card import sha256
 from kerastk.deploy.runtime import OnnxModel, card_path_for
-from kerastk.deploy.serve import add_serve_arguments, cmd_serve, create_app, load_test, running_server, sample_body
+from kerastk.deploy.serve import create_app, load_test, running_server, sample_body
 
 W = np.array([[1.0, -1.0, 0.5], [0.5, 2.0, -1.0], [-1.0, 0.0, 1.5], [2.0, 1.0, 0.0]], np.float32)
 B = np.array([0.1, -0.2, 0.3], np.float32)

@@ -133,7 +133,9 @@ class OnnxModel:
                              "at export) or preprocess the inputs yourself and call predict().")
         return apply_preprocessing(x, self.info["preprocessing"])
 
-    def _check(self, arrays):
+    def check_arrays(self, arrays) -> dict:
+        """The arrays as onnxruntime's feed {input name: array}, each checked once against the graph's inputs: count,
+        rank, shape, dtype, empty batch, NaN / inf (ValueError naming what was expected and what was received)."""
         if len(arrays) != len(self.inputs):
             raise ValueError(f"{self.path.name} takes {len(self.inputs)} input(s) "
                              f"({', '.join(n for n, _, _ in self.inputs)}); received {len(arrays)}.")
@@ -179,7 +181,7 @@ class OnnxModel:
     def predict(self, x):
         """Outputs for `x` (an array, a list of arrays for several inputs, or a dict of arrays keyed by input
         names): one array, or a list of them."""
-        outputs = self.session.run(None, self._check(self.arrays(x)))
+        outputs = self.session.run(None, self.check_arrays(self.arrays(x)))
         return outputs[0] if len(outputs) == 1 else outputs
 
     def predict_labels(self, x) -> list:
