@@ -106,8 +106,8 @@ def cmd_train(args, rest) -> int:
 
 
 def cmd_export(args) -> int:
+    from kerastk.core.rundir import run_test_rows
     from kerastk.deploy import ExportError, export_onnx
-    from kerastk.deploy.quantize import run_test_rows
 
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
     try:
@@ -124,9 +124,7 @@ def cmd_export(args) -> int:
     shape = (f", {graph['nodes']} nodes / {graph['transposes']} Transposes, {graph['latency_ms_batch1']:.3g} ms at "
              f"batch 1" if graph else "")
     print(f"{out} (+ {card.name}): route {result.route}, opset {result.opset}{shape}, {result.validation}")
-    from kerastk.deploy.quantize import command as quantize_command
-
-    return quantize_command(args, out)
+    return quantize_after_export(args, out)
 
 
 def _card_for(out: Path, keras_path, result):
@@ -154,6 +152,37 @@ def _card_for(out: Path, keras_path, result):
                       card_path=card_path)
 
 
+def add_quantize_arguments(parser):
+    """`--quantize int8|fp16` and `--calibration FILE` for `kerastk export`."""
+    from kerastk.core.rundir import QUANTIZATION_DATA
+    from kerastk.deploy.quantize import MODES
+
+    parser.add_argument("--quantize", choices=MODES, default=None,
+                        help="also write a quantised copy (model.int8.onnx / model.fp16.onnx + card) and measure it")
+    parser.add_argument("--calibration", default=None, metavar="FILE",
+                        help=f"int8 calibration rows (.npy or .npz of real inputs); default: the run folder's "
+                             f"{QUANTIZATION_DATA}")
+    return parser
+
+
+def quantize_after_export(args, onnx_path=None) -> int:
+    """After `kerastk export` wrote `onnx_path`: quantise it when --quantize was given and print the summary
+    line. Exit status 1 (message on stderr) when quantisation cannot run; 0 otherwise."""
+    from kerastk.deploy.quantize import format_summary, quantize_run
+
+    if not getattr(args, "quantize", None):
+        return 0
+    onnx_path = onnx_path or (Path(args.output) if getattr(args, "output", None)
+                              else Path(args.model).with_suffix(".onnx"))
+    try:
+        summary = quantize_run(onnx_path, args.quantize, calibration=args.calibration)
+    except (ValueError, OSError, RuntimeError) as exc:  # onnxruntime's failures are RuntimeErrors
+        print(f"kerastk export --quantize: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
 def cmd_validate(args) -> int:
     import numpy as np
 
@@ -165,7 +194,7 @@ def cmd_validate(args) -> int:
         return 2
     try:
         require_runtime(args.runtime)  # before loading the Keras model: a missing runtime is known at once
-        from kerastk.deploy.quantize import run_test_rows
+        from kerastk.core.rundir import run_test_rows
 
         inputs = np.load(args.inputs) if args.inputs else run_test_rows(Path(args.keras).parent)
         report = validate_onnx(args.onnx, args.keras, inputs=inputs, atol=args.atol, rtol=args.rtol,
@@ -236,8 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "offline optimisation; measure: export every installed route, ship the fastest; off: the "
                         "active backend's exporter, as written")
     _add_parity_arguments(p)
-    from kerastk.deploy.quantize import add_arguments as add_quantize_arguments
-
     add_quantize_arguments(p)
     from kerastk.deploy.openvino import RUNTIMES
 

@@ -280,9 +280,9 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
 
     export_result, onnx_metrics, export_error = None, None, None
     if export:
+        from kerastk.core.rundir import QUANTIZATION_DATA, save_quantization_data
         from kerastk.deploy import OnnxModel, export_onnx, write_card
         from kerastk.deploy.export import ExportError
-        from kerastk.deploy.quantize import QUANTIZATION_DATA, save_quantization_data
 
         try:
             export_result = export_onnx(model, run_dir / "model.onnx", inputs=take_rows(data.x_test, 64))

@@ -15,13 +15,13 @@ import pytest
 from onnx import numpy_helper
 
 from kerastk import data as kdata
+from kerastk.cli import add_quantize_arguments as add_arguments
+from kerastk.cli import quantize_after_export as command
 from kerastk.deploy import OnnxModel
 from kerastk.deploy.card import sha256
 from kerastk.deploy.quantize import (
     QUANTIZATION_DATA,
     TEST_ROWS_CAP,
-    add_arguments,
-    command,
     format_summary,
     quantize_onnx,
     quantize_run,
