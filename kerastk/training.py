@@ -167,12 +167,175 @@ def _callbacks(run_dir: Path, monitor, patience, lr_patience, lr_factor, min_lr,
 
 
 class LRFindFinished(SystemExit):
-    """Raised by :func:`run` after an LR range test (``--lr-find``): the recipe stops there (exit status 0).
-    ``.result`` is the :class:`kerastk.callbacks.LRFindResult`."""
+    """Raised by :func:`run` after an LR range test (``--lr-find``) to stop the recipe there (exit status 0): the
+    recipe built the model and data, the range test replaced its training. ``.result`` is the
+    :class:`kerastk.callbacks.LRFindResult`. The range test itself is :func:`lr_range_test`."""
 
     def __init__(self, result):
         super().__init__(0)
         self.result = result
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """What :func:`prepare` settles before anything trains: the run folder, the model that trains (the model,
+    or the model behind its augmentation layers), the loss (with label smoothing) and the options."""
+
+    model: object
+    train_model: object
+    data: object
+    name: str
+    run_dir: Path
+    loss: object
+    options: TrainingOptions
+    start: float
+
+
+@dataclasses.dataclass
+class FitOutcome:
+    history: dict  # from history.csv (every epoch, a resumed run's earlier ones included)
+    epochs_run: int
+    train_seconds: float
+    evaluated: dict  # train_model.evaluate on the test split
+
+
+def prepare(model, data, name: str, *, loss, epochs: int, batch_size: int, patience: int, out, seed: int,
+            augmentation=None, options: TrainingOptions | None = None) -> RunSetup:
+    """Check the arguments and the data, then set up the run folder (a resumed run keeps its history), the seed,
+    the training model and the loss. Every check that can refuse the run comes before the run folder is touched:
+    a refused run must not delete an earlier run's history.csv."""
+    from kerastk.backend import check_backend_env, set_seed
+
+    check_backend_env()
+    import keras
+
+    for arg, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{arg}` must be a positive integer; received {arg}={value!r}.")
+    options = (options or TrainingOptions()).check()
+    from kerastk.diagnostics import check_inputs
+
+    check_inputs(data.x_train, "x_train")
+    check_data_fits(model, data)
+    start = time.perf_counter()
+    run_dir = Path(out) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "backup").exists():  # a fresh run: history from an earlier completed run must not be appended to
+        (run_dir / "history.csv").unlink(missing_ok=True)
+    else:
+        print(f"[kerastk] resuming {name} from {run_dir / 'backup'}", file=sys.stderr)
+    set_seed(seed)
+    train_model = model
+    if augmentation is not None:  # shares the model's weights; augmentation layers are identity at inference
+        inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
+        train_model = keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
+    return RunSetup(model, train_model, data, name, run_dir, with_label_smoothing(loss, options.label_smoothing),
+                    options, start)
+
+
+def lr_range_test(setup: RunSetup, *, optimizer="adam", metrics=("accuracy",), batch_size: int = 32, seed: int = 0):
+    """The LR range test on a prepared run (kerastk.callbacks.lr_find): lr_find.png / lr_find.json in the run
+    folder, the suggestion printed; returns the LRFindResult."""
+    from kerastk.callbacks import lr_find
+
+    found = lr_find(setup.train_model, setup.data.x_train, setup.data.y_train, loss=setup.loss, optimizer=optimizer,
+                    metrics=list(metrics), batch_size=batch_size, out=setup.run_dir, seed=seed)
+    print(f"{setup.name}: LR range test suggests learning rate {found.suggestion:.3g} (steepest descent; lowest loss "
+          f"at {found.min_loss_lr:.3g}); curve {found.png}. Train with --learning-rate {found.suggestion:.2g}.")
+    return found
+
+
+def fit(setup: RunSetup, *, metrics, optimizer, learning_rate, epochs: int, batch_size: int, monitor: str,
+        patience: int, lr_patience: int, lr_factor: float, min_lr: float, tensorboard: bool, callbacks=None,
+        verbose: int = 2) -> FitOutcome:
+    """Compile (optimizer, schedule, clipping, weight decay, EMA), fit with the runner's callbacks and the
+    L1/L2 penalty, then evaluate the training model on the test split."""
+    from kerastk.callbacks import make_schedule
+
+    options, data, run_dir = setup.options, setup.data, setup.run_dir
+    rate = learning_rate if isinstance(optimizer, str) else None  # None: an instance keeps its own rate
+    if options.lr_schedule != "plateau" or options.learning_rate is not None:
+        base_lr = options.learning_rate or optimizer_learning_rate(optimizer, learning_rate)
+        steps_per_epoch = -(-num_rows(data.x_train) // batch_size)
+        rate = make_schedule(options.lr_schedule, base_lr, steps_per_epoch, epochs, options.warmup_epochs)
+    setup.train_model.compile(optimizer=make_optimizer(optimizer, rate, clipnorm=options.clipnorm,
+                                                       weight_decay=options.weight_decay,
+                                                       use_ema=options.ema or None,
+                                                       ema_momentum=options.ema_momentum if options.ema else None),
+                              loss=setup.loss, metrics=list(metrics))
+    diagnostics = None
+    if options.diagnostics:
+        from kerastk.diagnostics import Diagnostics
+
+        probe = np.linspace(0, num_rows(data.x_train) - 1, min(256, num_rows(data.x_train))).astype(int)
+        diagnostics = Diagnostics(take_rows(data.x_train, probe), data.y_train[probe], run_dir, loss=setup.loss,
+                                  model=setup.model, tensorboard_dir=run_dir / "logs" if tensorboard else None)
+    cbs = _callbacks(run_dir, monitor, patience, lr_patience, lr_factor, min_lr, tensorboard, callbacks,
+                     plateau=options.lr_schedule == "plateau", ema=options.ema, diagnostics=diagnostics)
+    t0 = time.perf_counter()
+    with weight_penalty(setup.train_model, options.l1, options.l2):
+        fitted = setup.train_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+                                       epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose,
+                                       shuffle=True)
+        train_seconds = time.perf_counter() - t0
+        evaluated = setup.train_model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
+    return FitOutcome(read_history(run_dir / "history.csv"), len(fitted.history.get("loss", [])), train_seconds,
+                      evaluated)
+
+
+def _scorer(data, evaluate_fn, threshold):
+    """Test metrics from test-split predictions: `evaluate_fn` when given, else the task's (kerastk.metrics)."""
+    def score(predictions):
+        if evaluate_fn is not None:
+            return dict(evaluate_fn(predictions))
+        return task_metrics(data.task, data.y_test, predictions, threshold)
+
+    return score
+
+
+def evaluate(setup: RunSetup, outcome: FitOutcome, score) -> tuple[dict, np.ndarray]:
+    """The Keras model's test metrics (evaluate()'s figures, then the numpy task metrics) and its test-split
+    predictions."""
+    keras_pred = np.asarray(setup.model.predict(setup.data.x_test, batch_size=256, verbose=0))
+    return {**{k: float(v) for k, v in outcome.evaluated.items()}, **score(keras_pred)}, keras_pred
+
+
+def save(setup: RunSetup, outcome: FitOutcome) -> None:
+    """model.keras and curves.png in the run folder."""
+    from kerastk.backend import active_backend
+
+    setup.model.save(setup.run_dir / "model.keras")
+    plot_history(outcome.history, setup.run_dir / "curves.png", title=f"{setup.name} ({active_backend()})")
+
+
+def export_model(setup: RunSetup, score, keras_pred, test_metrics: dict, *, threshold: float, seed: int):
+    """Export to ONNX (validated on the first 64 test rows), score the file on the test split, write the card
+    and the quantisation data. Returns (ExportResult or None, ONNX test metrics or None, ExportError or None):
+    a failed export is reported before it is raised."""
+    from kerastk.core.rundir import QUANTIZATION_DATA, save_quantization_data
+    from kerastk.deploy import OnnxModel, export_onnx, write_card
+    from kerastk.deploy.export import ExportError
+
+    data, run_dir = setup.data, setup.run_dir
+    try:
+        export_result = export_onnx(setup.model, run_dir / "model.onnx", inputs=take_rows(data.x_test, 64))
+    except ExportError as exc:
+        return None, None, exc
+    onnx_pred = OnnxModel(run_dir / "model.onnx", card={}).predict(data.x_test)
+    onnx_metrics = score(onnx_pred)
+    onnx_metrics["max_abs_diff_test_split"] = float(np.max(np.abs(onnx_pred - keras_pred)))
+    write_card(run_dir / "model.onnx", name=setup.name, export_result=export_result,
+               preprocessing=data.info["preprocessing"], class_names=data.class_names, task=data.task,
+               metrics_keras=test_metrics, metrics_onnx=onnx_metrics,
+               extra={"dataset": {"name": data.name, "source": data.info["source"],
+                                  "test_samples": num_rows(data.x_test)},
+                      "input_shape": list(data.input_shape), "decision_threshold": threshold,
+                      "training": training_record(setup.options),
+                      "quantization_data": QUANTIZATION_DATA,
+                      **token_info(data.info)})
+    # calibration rows and the test split, for `kerastk export --quantize` (kerastk.deploy.quantize)
+    save_quantization_data(run_dir, data, seed=seed)
+    return export_result, onnx_metrics, None
 
 
 def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam", learning_rate=1e-3,
@@ -180,7 +343,8 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
         lr_patience: int = 2, lr_factor: float = 0.5, min_lr: float = 1e-6, tensorboard: bool = False,
         export: bool = True, threshold: float = 0.5, seed: int = 0, verbose: int = 2, callbacks=None,
         augmentation=None, evaluate_fn=None, notes: str = "", options: TrainingOptions | None = None) -> RunResult:
-    """Train `model` on `data` (a kerastk.data.Dataset) and leave a complete run folder.
+    """Train `model` on `data` (a kerastk.data.Dataset) and leave a complete run folder: :func:`prepare`,
+    :func:`fit`, :func:`evaluate`, :func:`save`, :func:`export_model`, :func:`write_report`.
 
     Args:
         name: run name; artifacts go to `<out>/<name>/`.
@@ -198,116 +362,29 @@ def run(model, data, name: str, *, loss, metrics=("accuracy",), optimizer="adam"
             whose training targets are encoded grids, not the boxes it is scored on).
         notes: a paragraph for report.md (what the recipe shows).
         options: the training toolbox (:class:`TrainingOptions`, from the recipe's flags): a schedule replaces
-            ReduceLROnPlateau; ``lr_find`` runs the LR range test, writes lr_find.png / lr_find.json and raises
+            ReduceLROnPlateau; ``lr_find`` runs :func:`lr_range_test` (lr_find.png / lr_find.json) and raises
             :class:`LRFindFinished` instead of training.
     """
-    from kerastk.backend import active_backend, check_backend_env, set_seed, thread_settings
+    from kerastk.backend import thread_settings
 
-    check_backend_env()
-    import keras
-
-    for arg, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{arg}` must be a positive integer; received {arg}={value!r}.")
-    # Every check that can refuse the run comes before the run folder is touched: a refused run must not
-    # delete an earlier run's history.csv.
-    options = (options or TrainingOptions()).check()
-    from kerastk.diagnostics import check_inputs
-
-    check_inputs(data.x_train, "x_train")
-    check_data_fits(model, data)
-    start = time.perf_counter()
-    run_dir = Path(out) / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = (run_dir / "backup").exists()
-    if not resuming:  # a fresh run: history from an earlier completed run must not be appended to
-        (run_dir / "history.csv").unlink(missing_ok=True)
-    else:
-        print(f"[kerastk] resuming {name} from {run_dir / 'backup'}", file=sys.stderr)
-
-    set_seed(seed)
-    train_model = model
-    if augmentation is not None:  # shares the model's weights; augmentation layers are identity at inference
-        inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
-        train_model = keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
-    loss = with_label_smoothing(loss, options.label_smoothing)
-    if options.lr_find:
-        from kerastk.callbacks import lr_find
-
-        found = lr_find(train_model, data.x_train, data.y_train, loss=loss, optimizer=optimizer,
-                        metrics=list(metrics), batch_size=batch_size, out=run_dir, seed=seed)
-        print(f"{name}: LR range test suggests learning rate {found.suggestion:.3g} (steepest descent; lowest loss "
-              f"at {found.min_loss_lr:.3g}); curve {found.png}. Train with --learning-rate {found.suggestion:.2g}.")
-        raise LRFindFinished(found)
-    from kerastk.callbacks import make_schedule
-
-    rate = learning_rate if isinstance(optimizer, str) else None  # None: an instance keeps its own rate
-    if options.lr_schedule != "plateau" or options.learning_rate is not None:
-        base_lr = options.learning_rate or optimizer_learning_rate(optimizer, learning_rate)
-        steps_per_epoch = -(-num_rows(data.x_train) // batch_size)
-        rate = make_schedule(options.lr_schedule, base_lr, steps_per_epoch, epochs, options.warmup_epochs)
-    train_model.compile(optimizer=make_optimizer(optimizer, rate, clipnorm=options.clipnorm,
-                                                 weight_decay=options.weight_decay, use_ema=options.ema or None,
-                                                 ema_momentum=options.ema_momentum if options.ema else None),
-                        loss=loss, metrics=list(metrics))
-    diagnostics = None
-    if options.diagnostics:
-        from kerastk.diagnostics import Diagnostics
-
-        probe = np.linspace(0, num_rows(data.x_train) - 1, min(256, num_rows(data.x_train))).astype(int)
-        diagnostics = Diagnostics(take_rows(data.x_train, probe), data.y_train[probe], run_dir, loss=loss,
-                                  model=model, tensorboard_dir=run_dir / "logs" if tensorboard else None)
-    cbs = _callbacks(run_dir, monitor, patience, lr_patience, lr_factor, min_lr, tensorboard, callbacks,
-                     plateau=options.lr_schedule == "plateau", ema=options.ema, diagnostics=diagnostics)
-    t0 = time.perf_counter()
-    with weight_penalty(train_model, options.l1, options.l2):
-        fit = train_model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-                              epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True)
-        train_seconds = time.perf_counter() - t0
-        evaluated = train_model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0, return_dict=True)
-    history = read_history(run_dir / "history.csv")
-
-    def score(predictions):
-        if evaluate_fn is not None:
-            return dict(evaluate_fn(predictions))
-        return task_metrics(data.task, data.y_test, predictions, threshold)
-
-    keras_pred = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
-    test_metrics = {**{k: float(v) for k, v in evaluated.items()},
-                    **score(keras_pred)}
-    model.save(run_dir / "model.keras")
-    plot_history(history, run_dir / "curves.png", title=f"{name} ({active_backend()})")
-
-    export_result, onnx_metrics, export_error = None, None, None
-    if export:
-        from kerastk.core.rundir import QUANTIZATION_DATA, save_quantization_data
-        from kerastk.deploy import OnnxModel, export_onnx, write_card
-        from kerastk.deploy.export import ExportError
-
-        try:
-            export_result = export_onnx(model, run_dir / "model.onnx", inputs=take_rows(data.x_test, 64))
-        except ExportError as exc:
-            export_error = exc
-        else:
-            onnx_pred = OnnxModel(run_dir / "model.onnx", card={}).predict(data.x_test)
-            onnx_metrics = score(onnx_pred)
-            onnx_metrics["max_abs_diff_test_split"] = float(np.max(np.abs(onnx_pred - keras_pred)))
-            write_card(run_dir / "model.onnx", name=name, export_result=export_result,
-                       preprocessing=data.info["preprocessing"], class_names=data.class_names, task=data.task,
-                       metrics_keras=test_metrics, metrics_onnx=onnx_metrics,
-                       extra={"dataset": {"name": data.name, "source": data.info["source"],
-                                          "test_samples": num_rows(data.x_test)},
-                              "input_shape": list(data.input_shape), "decision_threshold": threshold,
-                              "training": training_record(options),
-                              "quantization_data": QUANTIZATION_DATA,
-                              **token_info(data.info)})
-            # calibration rows and the test split, for `kerastk export --quantize` (kerastk.deploy.quantize)
-            save_quantization_data(run_dir, data, seed=seed)
-
-    result = RunResult(name, run_dir, history, len(fit.history.get("loss", [])), test_metrics, onnx_metrics,
-                       export_result, round(time.perf_counter() - start, 2), round(train_seconds, 2))
+    setup = prepare(model, data, name, loss=loss, epochs=epochs, batch_size=batch_size, patience=patience, out=out,
+                    seed=seed, augmentation=augmentation, options=options)
+    if setup.options.lr_find:
+        raise LRFindFinished(lr_range_test(setup, optimizer=optimizer, metrics=metrics, batch_size=batch_size,
+                                           seed=seed))
+    outcome = fit(setup, metrics=metrics, optimizer=optimizer, learning_rate=learning_rate, epochs=epochs,
+                  batch_size=batch_size, monitor=monitor, patience=patience, lr_patience=lr_patience,
+                  lr_factor=lr_factor, min_lr=min_lr, tensorboard=tensorboard, callbacks=callbacks, verbose=verbose)
+    score = _scorer(data, evaluate_fn, threshold)
+    test_metrics, keras_pred = evaluate(setup, outcome, score)
+    save(setup, outcome)
+    export_result, onnx_metrics, export_error = (
+        export_model(setup, score, keras_pred, test_metrics, threshold=threshold, seed=seed) if export
+        else (None, None, None))
+    result = RunResult(name, setup.run_dir, outcome.history, outcome.epochs_run, test_metrics, onnx_metrics,
+                       export_result, round(time.perf_counter() - setup.start, 2), round(outcome.train_seconds, 2))
     write_report(result, model, data, notes=notes, threads=thread_settings(), export_error=export_error,
-                 training=training_record(options))
+                 training=training_record(setup.options))
     if export_error is not None:
         raise export_error
     return result
