@@ -76,19 +76,15 @@ def export_phase(out: Path, pattern: str, budget_seconds: float | None = None) -
 def time_phase(out: Path, pattern: str, rounds: int, repeats: int, json_path) -> int:
     import fnmatch
 
-    from kerastk.deploy.timing import ort_latency, ort_session
+    from kerastk.deploy.timing import interleaved_latency
 
     table, worst = [], 0.0
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and fnmatch.fnmatch(p.name, pattern)):
         files = {r: folder / f"{r}.onnx" for r in RULE_ORDER if (folder / f"{r}.onnx").is_file()}
         if not files:
             continue
-        sessions = {r: ort_session(p) for r, p in files.items()}
-        samples = {r: [] for r in files}
-        for _ in range(rounds):
-            for r, s in sessions.items():
-                samples[r].append(ort_latency(s, 1, warmup=2, repeats=repeats, max_seconds=5)["median_ms"])
-        med = {r: statistics.median(v) for r, v in samples.items()}
+        samples = interleaved_latency(files, rounds=rounds, warmup=2, repeats=repeats, max_seconds=5)
+        med = {r: statistics.median(v["median_ms"] for v in values) for r, values in samples.items()}
         best = min(med, key=med.get)
         rules = {b: rule_route(b, med) for b in BACKENDS}
         ratios = {b: round(med[r] / med[best], 3) for b, r in rules.items()}

@@ -277,7 +277,7 @@ def bench_routes(target, *, builder_kwargs=None, repeats=30, rounds=3, verbose=T
     latency over the best route's (the target is <= 1.1)."""
     from kerastk.backend import BACKENDS, active_backend, backend_available
     from kerastk.deploy.export import ExportError, export_onnx, route_order
-    from kerastk.deploy.timing import ort_latency, ort_session
+    from kerastk.deploy.timing import interleaved_latency
 
     other = OtherLoad().__enter__()
     model, name, _ = resolve_target(target, builder_kwargs)
@@ -296,13 +296,10 @@ def bench_routes(target, *, builder_kwargs=None, repeats=30, rounds=3, verbose=T
                 "exported_nodes": res.graph["exported"]["nodes"],
                 "exported_transposes": res.graph["exported"]["transposes"]}
         # timed after every export, in interleaved rounds (A, B, C, A, B, C, ...): drift hits every route alike
-        sessions = {r: ort_session(Path(tmp) / f"{r}.onnx") for r, v in rows.items() if "error" not in v}
-        samples = {r: [] for r in sessions}
-        for _ in range(rounds):
-            for r, session in sessions.items():
-                samples[r].append(ort_latency(session, 1, warmup=2, repeats=repeats)["median_ms"])
+        samples = interleaved_latency({r: Path(tmp) / f"{r}.onnx" for r, v in rows.items() if "error" not in v},
+                                      rounds=rounds, warmup=2, repeats=repeats)
         for r, values in samples.items():
-            rows[r]["latency_ms_batch1"] = float(np.median(values))
+            rows[r]["latency_ms_batch1"] = float(np.median([v["median_ms"] for v in values]))
             if verbose:
                 v = rows[r]
                 print(f"  {name} route {r}: {v['latency_ms_batch1']:.3f} ms, {v['nodes']} nodes / "

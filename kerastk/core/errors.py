@@ -4,6 +4,13 @@ ValueError), so existing ``except`` clauses keep working."""
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, default: str = "", limit: int = 300) -> str:
+    """The first line of an exception's message (at most `limit` characters), or `default` when it has none:
+    what a one-line report quotes from a library's multi-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else default
+
+
 class KerastkError(Exception):
     """Base of every error kerastk raises on purpose (its message says what was wrong and what was expected)."""
 

@@ -25,7 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
-from kerastk.core.errors import ExporterFailure, ExportError, RoundTripError  # noqa: F401 - public here
+from kerastk.core.errors import ExporterFailure, ExportError, RoundTripError, first_line  # noqa: F401 - public here
 from kerastk.deploy.export_worker import export_in_subprocess  # noqa: F401 - public here too
 from kerastk.deploy.feeds import input_names, output_names
 from kerastk.deploy.metadata import finalize_graph
@@ -406,7 +406,7 @@ def _export_route(model, r, active, candidate, opset, keras_path_holder, tmp, si
 
 
 def _first_line(exc) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return first_line(exc, default=type(exc).__name__)
 
 
 def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True, inputs=None, atol=DEFAULT_ATOL,

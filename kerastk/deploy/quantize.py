@@ -93,16 +93,12 @@ def _cast(x, dtypes):
 def _latency_pair(fp32_path, quant_path, inputs, rounds: int = 2) -> tuple[dict, dict]:
     """Batch-1 median latency of both files in this process, alternating `rounds` times (the better median of
     each file is kept, so a burst of load on a shared machine hits both alike)."""
-    from kerastk.deploy.timing import ort_latency, ort_session
+    from kerastk.deploy.timing import interleaved_latency
 
-    sessions = (ort_session(fp32_path), ort_session(quant_path))
-    best = [None, None]
-    for _ in range(rounds):
-        for i, s in enumerate(sessions):
-            r = ort_latency(s, 1, inputs=inputs, repeats=50, max_seconds=10.0)
-            if best[i] is None or r["median_ms"] < best[i]["median_ms"]:
-                best[i] = r
-    return best[0], best[1]
+    samples = interleaved_latency({"fp32": fp32_path, "quantized": quant_path}, rounds=rounds, inputs=inputs,
+                                  warmup=3, repeats=50, max_seconds=10.0)
+    best = {k: min(v, key=lambda r: r["median_ms"]) for k, v in samples.items()}
+    return best["fp32"], best["quantized"]
 
 
 def _target(mode, speedup, drop_points, no_accuracy: str = "") -> dict | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from kerastk.core.card import ModelCard
+from kerastk.core.errors import first_line
 from kerastk.core.files import sha256
 from kerastk.core.preprocessing import apply_preprocessing
 from kerastk.core.rundir import card_path_for  # noqa: F401 - public here too
@@ -52,7 +53,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(self.path), providers=list(providers))
         except Exception as exc:
             raise ValueError(f"{str(self.path)!r} is not a valid ONNX model onnxruntime can load: "
-                             f"{str(exc).strip().splitlines()[0][:300]}") from None
+                             f"{first_line(exc)}") from None
         self.card = self._load_card(card)
         self.inputs = [(a.name, [d if isinstance(d, int) else None for d in a.shape], ort_dtype(a.type))
                        for a in self.session.get_inputs()]

@@ -81,3 +81,16 @@ def ort_latency(path_or_session, batch_size: int = 1, inputs=None, threads: int 
     result["batch_size"] = int(batch_size)
     result["ms_per_row"] = round(result["median_ms"] / batch_size, 6)
     return result
+
+
+def interleaved_latency(sessions: dict, *, rounds: int = 3, batch_size: int = 1, inputs=None, warmup: int = 2,
+                        repeats: int = 20, max_seconds: float = 20.0) -> dict:
+    """Latency of several sessions (or paths) timed in interleaved rounds - A, B, C, A, B, C, ... - so drift on
+    a shared machine hits each alike: {key: [one :func:`ort_latency` result per round]}."""
+    sessions = {k: s if hasattr(s, "run") else ort_session(s) for k, s in sessions.items()}
+    samples = {k: [] for k in sessions}
+    for _ in range(max(1, rounds)):
+        for k, session in sessions.items():
+            samples[k].append(ort_latency(session, batch_size, inputs=inputs, warmup=warmup, repeats=repeats,
+                                          max_seconds=max_seconds))
+    return samples

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from kerastk.core.errors import first_line
 from kerastk.deploy.feeds import (  # noqa: F401  (sample_inputs, keras_outputs: public here too)
     as_arrays,
     keras_outputs,
@@ -165,7 +166,7 @@ def load_keras(path):
                              "@keras.saving.register_keras_serializable) before loading, or pass "
                              "custom_objects to keras.saving.load_model.") from None
         raise ValueError(f"Keras cannot load {str(path)!r}: {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''} (a layer from a "
+                         f"{first_line(exc)} (a layer from a "
                          f"package that is not imported, or a file from an incompatible Keras version?)") from None
 
 
@@ -322,7 +323,7 @@ class ParityCheck:
 
     def _failed(self, path, runtime, exc) -> ValidationReport:
         return ValidationReport(str(path), False, float("inf"), None, self.batch_sizes, self.atol,
-                                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}", self.lengths,
+                                f"{type(exc).__name__}: {first_line(exc)}", self.lengths,
                                 verdict=FAILED, rtol=self.rtol, max_rel_diff=float("inf"),
                                 criterion=criterion_text("float32", self.rtol, self.atol), runtime=runtime)
 
