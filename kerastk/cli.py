@@ -9,6 +9,8 @@
     kerastk validate MODEL.onnx --keras MODEL.keras [--runtime onnxruntime|openvino]
     kerastk predict MODEL.onnx INPUT.npy [--raw]   numpy + onnxruntime only
     kerastk bench MODEL|RUN_DIR [--routes|--train] Keras vs onnxruntime fp32/int8 at batch 1/8/32; table + --json
+    kerastk bench registry-routes export|time DIR  every registered model through every route (kerastk.bench)
+    kerastk bench registry-openvino                 every registered model's file in OpenVINO vs onnxruntime
     kerastk serve MODEL.onnx [--load-test]         HTTP /predict, /health, /metadata (FastAPI + uvicorn)
 """
 from __future__ import annotations
@@ -282,9 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--raw", action="store_true", help="apply the card's preprocessing first")
     p.add_argument("-o", "--output", help="save the outputs as .npy")
-    from kerastk import bench
-
-    bench.add_arguments(sub.add_parser("bench", help="Keras vs onnxruntime fp32/int8 latency, export routes, "
+    add_bench_arguments(sub.add_parser("bench", help="Keras vs onnxruntime fp32/int8 latency, export routes, "
                                                      "training overhead"))
     add_serve_arguments(sub.add_parser("serve", help="serve an ONNX file over HTTP (/predict, /health, "
                                                      "/metadata); --load-test"))
@@ -355,17 +355,115 @@ def cmd_serve(args) -> int:
     return 0 if result["failed"] == 0 else 1
 
 
+def _parse_shape(text):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"--input-shape must be comma-separated integers such as 32,32,3; "
+                                         f"received {text!r}") from None
+
+
+def add_bench_arguments(p) -> None:
+    p.add_argument("target", help="a registered model name, or a run folder (or its model.keras)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--repeats", type=int, default=30, help="timed calls per figure (after --warmup calls)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 (static QDQ) model")
+    p.add_argument("--input-shape", type=_parse_shape, help="builder input_shape, e.g. 32,32,3")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--routes", action="store_true", help="compare the export routes instead (batch 1)")
+    p.add_argument("--train", action="store_true", help="training throughput: runner vs bare model.fit")
+    p.add_argument("--dataset", help="dataset for --train (default: mnist for 1-channel inputs, else cifar10)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs per --train fit (the first is left out)")
+    p.add_argument("--rows", type=int, help="training rows for --train (default: the whole split)")
+    p.add_argument("--json", help="write the result here as JSON")
+
+
+def cmd_bench(args) -> int:
+    from kerastk.bench import bench_inference, bench_routes, bench_training, format_table, load_line
+
+    kwargs = {k: v for k, v in (("input_shape", args.input_shape), ("num_classes", args.num_classes))
+              if v is not None}
+    for flag, value, low in (("--repeats", args.repeats, 3), ("--warmup", args.warmup, 0),
+                             ("--epochs", args.epochs, 2)):
+        if value < low:
+            print(f"kerastk bench: {flag} must be >= {low}; received {value}", file=sys.stderr)
+            return 2
+    if any(b < 1 for b in args.batch_sizes):
+        print(f"kerastk bench: --batch-sizes must be positive; received {args.batch_sizes}", file=sys.stderr)
+        return 2
+    try:
+        if args.train:
+            result = bench_training(args.target, dataset=args.dataset, epochs=args.epochs, rows=args.rows,
+                                    builder_kwargs=kwargs)
+            print(f"{result['model']} on {result['dataset']} ({result['backend']}, {result['train_rows']} rows, "
+                  f"batch {result['batch_size']}): bare fit {result['samples_per_second']['bare']:.0f} samples/s, "
+                  f"runner {result['samples_per_second']['runner']:.0f} samples/s, runner overhead "
+                  f"{100 * result['runner_overhead']:+.1f}% (target <= 5%); {load_line(result)}")
+        elif args.routes:
+            result = bench_routes(args.target, builder_kwargs=kwargs, repeats=args.repeats)
+            for r, v in result["routes"].items():
+                text = v.get("error") or (f"{v['latency_ms_batch1']:.3f} ms at batch 1, {v['nodes']} nodes / "
+                                          f"{v['transposes']} Transposes, export {v['export_seconds']} s")
+                print(f"{result['name']:20s} {r:10s} {text}")
+            print(f"rule picks {result['rule_route']}, fastest {result['best_route']}: ratio {result['rule_ratio']}; "
+                  f"{load_line(result)}")
+        else:
+            result = bench_inference(args.target, builder_kwargs=kwargs, batch_sizes=args.batch_sizes,
+                                     int8=not args.no_int8, warmup=args.warmup, repeats=args.repeats)
+            print(format_table(result))
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # ExportError is a RuntimeError
+        print(f"kerastk bench: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+#: `kerastk bench registry-...`: the benchmarks that run over the whole registry.
+REGISTRY_BENCHES = ("registry-routes", "registry-openvino")
+
+
+def cmd_bench_registry(argv) -> int:
+    """`kerastk bench registry-routes export|time DIR ...` and `kerastk bench registry-openvino ...`."""
+    kind, rest = argv[0], argv[1:]
+    parser = argparse.ArgumentParser(prog=f"kerastk bench {kind}")
+    parser.add_argument("--models", default="*", help="comma-separated fnmatch patterns (default: every model)")
+    if kind == "registry-routes":
+        from kerastk.bench import registry_routes as bench
+
+        parser.description = bench.__doc__.strip().splitlines()[0]
+        parser.add_argument("phase", choices=("export", "time"))
+        parser.add_argument("folder")
+        parser.add_argument("--budget-seconds", type=float, help="export phase: stop starting new models after this")
+        parser.add_argument("--rounds", type=int, default=3)
+        parser.add_argument("--repeats", type=int, default=10)
+        parser.add_argument("--json")
+        args = parser.parse_args(rest)
+        if args.phase == "export":
+            return bench.export_phase(Path(args.folder), args.models, args.budget_seconds)
+        return bench.time_phase(Path(args.folder), args.models, args.rounds, args.repeats, args.json)
+    from kerastk.bench import registry_openvino as bench
+
+    parser.description = bench.__doc__.strip().splitlines()[0]
+    parser.add_argument("--json", help="write the table and totals here")
+    args = parser.parse_args(rest)
+    return bench.run(args.models, args.json)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in REGISTRY_BENCHES:
+        return cmd_bench_registry(argv[1:])
     if argv and argv[0] in ("train", "lr-find"):  # everything after the recipe name belongs to the recipe
         args = parser.parse_args(argv[:2])
         return cmd_train(args, argv[2:])
     args = parser.parse_args(argv)
     if args.command == "bench":
-        from kerastk.bench import command
-
-        return command(args)
+        return cmd_bench(args)
     if args.command == "serve":
         import importlib.util
 

@@ -29,7 +29,7 @@ FLOORS = [
                         "kerastk.deploy.openvino", "kerastk.deploy.serve", "kerastk.deploy.serve.*"]),
     ("deploy build", ["kerastk.deploy.*"]),
     ("runner", ["kerastk.training"]),
-    ("bench", ["kerastk.bench"]),
+    ("bench", ["kerastk.bench", "kerastk.bench.*"]),
     ("cli", ["kerastk.cli"]),
 ]
 

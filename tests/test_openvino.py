@@ -7,7 +7,7 @@ the first backend only.
 Tolerance: |ov - ort| / (|ort| + std(ort)) <= 1e-5 (REL_TOL). Both runtimes compute in float32 with different
 kernels (oneDNN vs MLAS) and summation orders; measured here (tensorflow route, random inputs, batch 1 and 8):
 LeNet-5 <= 2.8e-7, the MLP (784-long dot products) <= 9.2e-7 - a few float32 epsilons (1.2e-7); over the whole
-registry (benchmarks/openvino_registry.py) the largest is 1.6e-6 (ConvNeXt-T). 1e-5 leaves ~10x headroom here and
+registry (kerastk bench registry-openvino) the largest is 1.6e-6 (ConvNeXt-T). 1e-5 leaves ~10x headroom here and
 stays 100x below what a reduced precision gives: with OpenVINO's default CPU precision hint (bf16 on a CPU with
 bf16 support) the same measure is 1.5e-3 (LeNet-5) and 4.4e-3 (MLP).
 """

@@ -34,7 +34,7 @@ from kerastk.deploy.validate import DEFAULT_ATOL, DEFAULT_BATCH_SIZES, ParityChe
 
 #: Fallback order after the active backend: TensorFlow's graphs are the cleanest (see ARCHITECTURE.md).
 ROUTE_PREFERENCE = ("tensorflow", "torch", "jax")
-#: The optimised export's order, whatever trained the model (benchmarks/registry_routes.py, batch 1): TensorFlow's
+#: The optimised export's order, whatever trained the model (kerastk bench registry-routes, batch 1): TensorFlow's
 #: file is the fastest for 21 and within 1.1x of the fastest for 28 of the 33 registered models it exports; where
 #: it fails (ResNeXt's grouped convolutions, VGG's tf2onnx memory) JAX's graphs beat torch's on 14 of the 25
 #: models both export (ResNeXt-50: 52.9 ms against 68.8).
@@ -421,7 +421,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
         route: "auto", a backend name, or a list of them (tried in order until one validates).
         optimize: the best graph, whatever backend trained the model. True / "rule": route "auto" tries the
             routes in BEST_GRAPH_ORDER (TensorFlow, JAX, torch: the order of their graphs' speed in onnxruntime,
-            benchmarks/registry_routes.py; `kerastk bench --routes` for one model), then onnxruntime's offline
+            `kerastk bench registry-routes`; `kerastk bench --routes` for one model), then onnxruntime's offline
             basic optimisation (:func:`optimize_graph`), kept when it still validates.
             "measure": every installed route is exported, optimised, validated and timed at batch 1; the
             fastest ships. False: the active backend's exporter first, the file as the exporter wrote it.

@@ -1,10 +1,10 @@
 """Does the export rule ship (nearly) the fastest graph for every registered model? The check behind
 `export_onnx(optimize=True)`'s route rule, in two phases so that only the timing needs a quiet machine:
 
-    KERAS_BACKEND=tensorflow python benchmarks/registry_routes.py export runs/routes   # each backend's own route,
-    KERAS_BACKEND=jax        python benchmarks/registry_routes.py export runs/routes   # optimised and validated
-    KERAS_BACKEND=torch      python benchmarks/registry_routes.py export runs/routes
-    python benchmarks/registry_routes.py time runs/routes [--json runs/routes.json]    # quiet machine: batch 1
+    KERAS_BACKEND=tensorflow kerastk bench registry-routes export runs/routes   # each backend's own route,
+    KERAS_BACKEND=jax        kerastk bench registry-routes export runs/routes   # optimised and validated
+    KERAS_BACKEND=torch      kerastk bench registry-routes export runs/routes
+    kerastk bench registry-routes time runs/routes [--json runs/routes.json]    # quiet machine: batch 1
 
 `time` measures every route's file of a model in interleaved rounds (route A, B, C, A, B, C, ...) and reports the
 median per route, the fastest, and the route the rule ships (the first of TensorFlow, JAX, torch whose file
@@ -15,12 +15,12 @@ the export phase from starting new models after that long.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
+
+from kerastk.bench.registry import model_names
 
 RULE_ORDER = ("tensorflow", "jax", "torch")  # kerastk.deploy.export.BEST_GRAPH_ORDER
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -32,16 +32,6 @@ def rule_route(trained_on: str, exported) -> str | None:
     return next((r for r in RULE_ORDER if r in exported), None)
 
 
-def _names(pattern: str) -> list[str]:
-    """Registered names matching any of the comma-separated fnmatch patterns, in the order the patterns give."""
-    from kerastk.models.registry import list_models
-
-    names = []
-    for part in pattern.split(","):
-        names += [n for n in list_models(part.strip()) if n not in names]
-    return names
-
-
 def export_phase(out: Path, pattern: str, budget_seconds: float | None = None) -> int:
     import keras
 
@@ -51,7 +41,7 @@ def export_phase(out: Path, pattern: str, budget_seconds: float | None = None) -
     route = keras.backend.backend()
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.perf_counter() + budget_seconds if budget_seconds else None
-    for name in _names(pattern):
+    for name in model_names(pattern):
         if deadline and time.perf_counter() > deadline:
             print(f"budget spent: {name} and the models after it not exported on the {route} route", flush=True)
             break
@@ -106,22 +96,3 @@ def time_phase(out: Path, pattern: str, rounds: int, repeats: int, json_path) ->
     if json_path:
         Path(json_path).write_text(json.dumps(table, indent=1) + "\n")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("phase", choices=("export", "time"))
-    parser.add_argument("folder")
-    parser.add_argument("--models", default="*", help="comma-separated fnmatch patterns, exported in that order")
-    parser.add_argument("--budget-seconds", type=float, help="export phase: stop starting new models after this")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
-    if args.phase == "export":
-        return export_phase(Path(args.folder), args.models, args.budget_seconds)
-    return time_phase(Path(args.folder), args.models, args.rounds, args.repeats, args.json)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,22 +1,7 @@
-"""`kerastk bench`: Keras against onnxruntime (fp32 and int8) on one model, the export routes, training overhead.
-
-    kerastk bench lenet5                          # a registered model (random weights)
-    kerastk bench resnet18 --input-shape 32,32,3  # builder arguments
-    kerastk bench export/mnist_lenet5             # a run folder: its model, calibration rows and test split
-    kerastk bench mobilenet --routes              # every installed export route: nodes, Transposes, latency
-    kerastk bench lenet5 --train                  # samples/s of the runner's fit against a bare model.fit
-
-Every latency is the median of repeated calls after warm-up calls (kerastk.deploy.timing.time_call), all in one
-process, so the ratios in the table compare figures of the same run. Threads: onnxruntime gets one intra-op
-thread per core this process may use and one inter-op thread (sequential execution); each Keras backend keeps
-its own default (one per core). A benchmark owns the machine: on 2 cores, torch training beside one busy process
-was measured at 12x its idle time, so the load average is read before and after and a busy machine is flagged
-in the table and the JSON (`quiet: false`, from the CPU time other processes used during the run) - re-run such
-figures.
-"""
+"""One model's benchmarks (`kerastk bench MODEL|RUN_DIR`): Keras against onnxruntime fp32 / int8, the export
+routes, the runner's training overhead (see kerastk.bench for the method)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -413,77 +398,11 @@ def format_table(result: dict) -> str:
     t = result["threads"]
     lines.append(f"threads: onnxruntime {t['onnxruntime_intra_op_threads']} intra-op / 1 inter-op; Keras backend "
                  f"defaults {t['keras_backend']}")
-    lines.append(_load_line(result))
+    lines.append(load_line(result))
     return "\n".join(lines)
 
 
-def _load_line(result) -> str:
+def load_line(result) -> str:
     cores = result.get("other_processes_cores")
     text = f"other processes used {cores} cores during the run" if cores is not None else "machine load unknown"
     return text + ("  ** BUSY MACHINE: re-run these timings **" if result.get("quiet") is False else " (quiet)")
-
-
-def _parse_shape(text):
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"--input-shape must be comma-separated integers such as 32,32,3; "
-                                         f"received {text!r}") from None
-
-
-def add_arguments(p) -> None:
-    p.add_argument("target", help="a registered model name, or a run folder (or its model.keras)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
-    p.add_argument("--repeats", type=int, default=30, help="timed calls per figure (after --warmup calls)")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--no-int8", action="store_true", help="skip the int8 (static QDQ) model")
-    p.add_argument("--input-shape", type=_parse_shape, help="builder input_shape, e.g. 32,32,3")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--routes", action="store_true", help="compare the export routes instead (batch 1)")
-    p.add_argument("--train", action="store_true", help="training throughput: runner vs bare model.fit")
-    p.add_argument("--dataset", help="dataset for --train (default: mnist for 1-channel inputs, else cifar10)")
-    p.add_argument("--epochs", type=int, default=4, help="epochs per --train fit (the first is left out)")
-    p.add_argument("--rows", type=int, help="training rows for --train (default: the whole split)")
-    p.add_argument("--json", help="write the result here as JSON")
-
-
-def command(args) -> int:
-    kwargs = {k: v for k, v in (("input_shape", args.input_shape), ("num_classes", args.num_classes))
-              if v is not None}
-    for flag, value, low in (("--repeats", args.repeats, 3), ("--warmup", args.warmup, 0),
-                             ("--epochs", args.epochs, 2)):
-        if value < low:
-            print(f"kerastk bench: {flag} must be >= {low}; received {value}", file=sys.stderr)
-            return 2
-    if any(b < 1 for b in args.batch_sizes):
-        print(f"kerastk bench: --batch-sizes must be positive; received {args.batch_sizes}", file=sys.stderr)
-        return 2
-    try:
-        if args.train:
-            result = bench_training(args.target, dataset=args.dataset, epochs=args.epochs, rows=args.rows,
-                                    builder_kwargs=kwargs)
-            print(f"{result['model']} on {result['dataset']} ({result['backend']}, {result['train_rows']} rows, "
-                  f"batch {result['batch_size']}): bare fit {result['samples_per_second']['bare']:.0f} samples/s, "
-                  f"runner {result['samples_per_second']['runner']:.0f} samples/s, runner overhead "
-                  f"{100 * result['runner_overhead']:+.1f}% (target <= 5%); {_load_line(result)}")
-        elif args.routes:
-            result = bench_routes(args.target, builder_kwargs=kwargs, repeats=args.repeats)
-            for r, v in result["routes"].items():
-                text = v.get("error") or (f"{v['latency_ms_batch1']:.3f} ms at batch 1, {v['nodes']} nodes / "
-                                          f"{v['transposes']} Transposes, export {v['export_seconds']} s")
-                print(f"{result['name']:20s} {r:10s} {text}")
-            print(f"rule picks {result['rule_route']}, fastest {result['best_route']}: ratio {result['rule_ratio']}; "
-                  f"{_load_line(result)}")
-        else:
-            result = bench_inference(args.target, builder_kwargs=kwargs, batch_sizes=args.batch_sizes,
-                                     int8=not args.no_int8, warmup=args.warmup, repeats=args.repeats)
-            print(format_table(result))
-    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # ExportError is a RuntimeError
-        print(f"kerastk bench: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    return 0

@@ -1,6 +1,6 @@
 """Does every registered model's ONNX file run in OpenVINO, and give onnxruntime's outputs?
 
-    KERAS_BACKEND=tensorflow python benchmarks/openvino_registry.py [--models 'resnet*,vgg16'] [--json ov.json]
+    KERAS_BACKEND=tensorflow kerastk bench registry-openvino [--models 'resnet*,vgg16'] [--json ov.json]
 
 Each model is built with its registry `test_kwargs` (as tests/test_models.py builds it; random weights), exported
 under the active backend with `kerastk.deploy.export_onnx` (validated in onnxruntime, as every export is) into a
@@ -16,26 +16,17 @@ model that does not export is listed apart (nothing to compare). On 2 cores the 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from kerastk.bench.registry import model_names
+
 MATCH_REL = 1e-4
 BATCH_SIZES = (1, 8)
-
-
-def _names(pattern: str) -> list[str]:
-    import kerastk
-
-    names = []
-    for part in pattern.split(","):
-        names += [n for n in kerastk.list_models(part.strip()) if n not in names]
-    return names
 
 
 def compare(expected: np.ndarray, got: np.ndarray) -> tuple[float, float]:
@@ -121,11 +112,9 @@ def totals(table: list[dict]) -> dict:
             "not_exported": [r["model"] for r in table if not r["exported"]]}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="*", help="comma-separated fnmatch patterns (default: every model)")
-    parser.add_argument("--json", help="write the table and totals here")
-    args = parser.parse_args(argv)
+def run(models: str = "*", json_path=None) -> int:
+    """Check every model matching `models` (comma-separated fnmatch patterns), print the table and totals, and
+    write them to `json_path` (JSON) when given."""
     import keras
     import onnxruntime
     import openvino
@@ -136,7 +125,7 @@ def main(argv=None) -> int:
     print(f"{'model':24s} {'route':10s} {'OpenVINO':8s} {'max abs':>10s} {'max rel':>10s}  {'s':>6s}", flush=True)
     table = []
     with tempfile.TemporaryDirectory(prefix="kerastk-ov-") as tmp:
-        for name in _names(args.models):
+        for name in model_names(models):
             row = check_model(name, Path(tmp))
             table.append(row)
             if not row["exported"]:
@@ -158,13 +147,9 @@ def main(argv=None) -> int:
     for key in ("not_running", "not_matching", "not_exported"):
         if summary[key]:
             print(f"{key.replace('_', ' ')}: {', '.join(summary[key])}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"backend": backend, "openvino": openvino.__version__,
+    if json_path:
+        Path(json_path).write_text(json.dumps({"backend": backend, "openvino": openvino.__version__,
                                                "onnxruntime": onnxruntime.__version__, "match_rel": MATCH_REL,
                                                "batch_sizes": list(BATCH_SIZES), "totals": summary,
                                                "models": table}, indent=1) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
