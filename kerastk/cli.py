@@ -12,6 +12,12 @@
     kerastk bench registry-routes export|time DIR  every registered model through every route (kerastk.bench)
     kerastk bench registry-openvino                 every registered model's file in OpenVINO vs onnxruntime
     kerastk serve MODEL.onnx [--load-test]         HTTP /predict, /health, /metadata (FastAPI + uvicorn)
+
+Exit status, the same rule for every command: 0 done; 1 the command ran and what it checks failed (no export
+route validates, parity failed, a load-test request failed, quantisation failed); 2 bad input or a missing
+dependency - a file that is not there or not readable, a value out of range, an unknown name, a package to
+install - with a message on stderr saying what was wrong and what was expected; 3 the check could not decide
+(parity undecided).
 """
 from __future__ import annotations
 
@@ -21,6 +27,17 @@ import os
 import runpy
 import sys
 from pathlib import Path
+
+#: The exit statuses of every command (the module docstring gives the rule).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNDECIDED = 0, 1, 2, 3
+#: Exceptions that mean the input was wrong (or a dependency is missing), not that a check failed.
+BAD_INPUT = (ValueError, TypeError, OSError, LookupError, ImportError)
+
+
+def refuse(command: str, exc) -> int:
+    """Print `kerastk COMMAND: message` on stderr and return the exit status the rule gives the failure."""
+    print(f"kerastk {command}: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT if isinstance(exc, BAD_INPUT) else EXIT_FAILED
 
 
 def _recipes_dir() -> Path:
@@ -68,8 +85,8 @@ def cmd_models(args) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        print(f"no registered model matches {args.pattern!r}", file=sys.stderr)
-        return 1
+        return refuse("models", LookupError(f"no registered model matches {args.pattern!r}; `kerastk models` lists "
+                                            "them all"))
     source = "measured at the default input" if args.measure else "reference (paper resolution, 1000 classes)"
     print(f"{'name':22s} {'params':>10s} {'mult-adds':>10s}  {'input':13s} paper   [{source}]")
     for name in names:
@@ -118,9 +135,8 @@ def cmd_export(args) -> int:
         result = export_onnx(args.model, out, opset=args.opset, route=args.route, atol=args.atol, rtol=args.rtol,
                              inputs=rows, verbose=True,
                              optimize={"rule": True, "measure": "measure", "off": False}[args.optimize])
-    except (ExportError, OSError, ValueError, TypeError) as exc:
-        print(f"kerastk export: {exc}", file=sys.stderr)
-        return 1
+    except (ExportError, *BAD_INPUT) as exc:  # no route validates: 1; a bad file or argument: 2
+        return refuse("export", exc)
     card = _card_for(out, args.model, result)
     graph = result.graph
     shape = (f", {graph['nodes']} nodes / {graph['transposes']} Transposes, {graph['latency_ms_batch1']:.3g} ms at "
@@ -169,7 +185,8 @@ def add_quantize_arguments(parser):
 
 def quantize_after_export(args, onnx_path=None) -> int:
     """After `kerastk export` wrote `onnx_path`: quantise it when --quantize was given and print the summary
-    line. Exit status 1 (message on stderr) when quantisation cannot run; 0 otherwise."""
+    line. Exit status 2 (message on stderr) when quantisation cannot run on this input (no calibration rows, a
+    bad file), 1 when it ran and failed (onnxruntime's errors are RuntimeErrors); 0 otherwise."""
     from kerastk.deploy.quantize import format_summary, quantize_run
 
     if not getattr(args, "quantize", None):
@@ -178,9 +195,8 @@ def quantize_after_export(args, onnx_path=None) -> int:
                               else Path(args.model).with_suffix(".onnx"))
     try:
         summary = quantize_run(onnx_path, args.quantize, calibration=args.calibration)
-    except (ValueError, OSError, RuntimeError) as exc:  # onnxruntime's failures are RuntimeErrors
-        print(f"kerastk export --quantize: {exc}", file=sys.stderr)
-        return 1
+    except (*BAD_INPUT, RuntimeError) as exc:
+        return refuse("export --quantize", exc)
     print(format_summary(summary))
     return 0
 
@@ -202,8 +218,7 @@ def cmd_validate(args) -> int:
         report = validate_onnx(args.onnx, args.keras, inputs=inputs, atol=args.atol, rtol=args.rtol,
                                runtime=args.runtime)
     except RuntimeNotInstalled as exc:
-        print(f"kerastk validate: {exc}", file=sys.stderr)
-        return 2
+        return refuse("validate", exc)
     print(report)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -222,8 +237,7 @@ def cmd_predict(args) -> int:
             x = model.preprocess(x)
         y = model.predict(x)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"kerastk predict: {exc}", file=sys.stderr)
-        return 2
+        return refuse("predict", exc)
     if args.output:
         np.save(args.output, y)
     if model.class_names and not isinstance(y, list) and y.ndim == 2 and y.shape[-1] == len(model.class_names):
@@ -342,8 +356,7 @@ def cmd_serve(args) -> int:
             result["server"] = json.loads(conn.getresponse().read())["stats"]
             conn.close()
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"kerastk serve: {exc}", file=sys.stderr)
-        return 2
+        return refuse("serve", exc)
     result.update({"model": str(args.onnx), "rows_per_request": args.rows, "format": args.format,
                    "batching": not args.no_batching})
     print(format_load_test(result))
@@ -415,8 +428,7 @@ def cmd_bench(args) -> int:
                                      int8=not args.no_int8, warmup=args.warmup, repeats=args.repeats)
             print(format_table(result))
     except (OSError, ValueError, TypeError, RuntimeError) as exc:  # ExportError is a RuntimeError
-        print(f"kerastk bench: {exc}", file=sys.stderr)
-        return 2
+        return refuse("bench", exc)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -305,7 +305,7 @@ def test_command_line_hook(trained, tmp_path, capsys):
     assert command(args) == 0
     assert capsys.readouterr().out.startswith("int8: model.int8.onnx")
     (tmp_path / "model.onnx").write_bytes((trained.run_dir / "model.onnx").read_bytes())
-    assert command(args, onnx_path=tmp_path / "model.onnx") == 1  # no calibration rows there
+    assert command(args, onnx_path=tmp_path / "model.onnx") == 2  # no calibration rows there: bad input
     assert "--calibration FILE.npy" in capsys.readouterr().err
     assert command(parser.parse_args([])) == 0  # no --quantize: nothing to do
 
