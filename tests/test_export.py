@@ -92,7 +92,7 @@ def test_validate_cli_fails_on_a_different_model(tmp_path):
 
 
 def test_export_cli_exit_code_and_message_for_missing_file(tmp_path, capsys):
-    assert cli(["export", str(tmp_path / "missing.keras")]) == 1
+    assert cli(["export", str(tmp_path / "missing.keras")]) == 2  # bad input (kerastk.cli exit-status rule)
     assert "No Keras model" in capsys.readouterr().err
 
 

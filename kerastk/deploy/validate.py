@@ -315,10 +315,19 @@ class ParityCheck:
         return self.names[index] if index < len(self.names) else f"output_{index}"
 
     def _keras_values(self):
+        """Keras's side of every check. The batch-size checks' inputs are prefixes of the largest one's rows
+        (kerastk.deploy.feeds.take_batch), and inference treats rows independently, so Keras runs once on the
+        largest batch and each smaller check takes its first rows (one compilation or trace instead of one per
+        batch size); the shorter-sequence check runs on its own."""
         if self._keras is None:
             side = _KerasSide(self.model)
             self.taps = side.taps
-            self._keras = [side.run(batch) for _, batch in self.checks]
+            n_sizes = len(self.batch_sizes)
+            largest = max(range(n_sizes), key=lambda i: self.checks[i][0])
+            outputs, logits = side.run(self.checks[largest][1])
+            self._keras = [([o[:n] if np.ndim(o) else o for o in outputs], [lg[:n] for lg in logits])
+                           for n, _ in self.checks[:n_sizes]]
+            self._keras += [side.run(batch) for _, batch in self.checks[n_sizes:]]
         return self._keras
 
     def _failed(self, path, runtime, exc) -> ValidationReport:
