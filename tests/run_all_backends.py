@@ -4,6 +4,7 @@
     python tests/run_all_backends.py jax -- -k export
     python tests/run_all_backends.py -- tests/test_parity.py   # named test files only
     python tests/run_all_backends.py --jobs 1        # one backend after another
+    python tests/run_all_backends.py --quick         # the quick tier: TensorFlow, no slow or heavy tests (< 5 min)
 Exits non-zero when any backend's run fails; prints a per-backend summary and a total line.
 
 Backends run two at a time by default (`--jobs`, at most one per CPU core), each process limited to its share
@@ -25,6 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("tensorflow", "jax", "torch")
+#: Left out of the quick tier (--quick): every registered model and every recipe end to end, the export route
+#: matrices, the mutation tests and the paper-scale model families - the full command runs them.
+HEAVY_FILES = ("test_models.py", "test_recipes.py", "test_export.py", "test_parity.py", "test_cnn_families.py",
+               "test_resnet_family.py", "test_bench.py", "test_distribute.py")
 
 
 def _environment(backend: str, threads: int) -> dict:
@@ -42,6 +47,11 @@ def _parse_args(argv):
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else list(argv)
     jobs = None
+    quick = "--quick" in own
+    if quick:
+        own.remove("--quick")
+        own = own or ["tensorflow"]
+        extra = ["-m", "not slow and not paper", *[f"--ignore=tests/{f}" for f in HEAVY_FILES], *extra]
     if "--jobs" in own:
         i = own.index("--jobs")
         try:

@@ -163,6 +163,7 @@ def test_optimized_export_takes_the_tensorflow_route_from_any_backend(tmp_path, 
     assert card["optimize"] == "rule"
 
 
+@pytest.mark.backend_independent  # the JAX route's file (in a subprocess unless JAX is active) is the same from any backend
 def test_offline_optimisation_shrinks_a_jax_route_graph(tmp_path):
     model = _small_cnn()
     result = export_onnx(model, tmp_path / "jax.onnx", route="jax")
@@ -174,6 +175,7 @@ def test_offline_optimisation_shrinks_a_jax_route_graph(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent  # every route's file and its timing: the same matrix from any training backend
 def test_measured_export_ships_the_fastest_route(tmp_path):
     model = _small_cnn()
     result = export_onnx(model, tmp_path / "model.onnx", optimize="measure")
