@@ -27,9 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("tensorflow", "jax", "torch")
 #: Left out of the quick tier (--quick): every registered model and every recipe end to end, the export route
-#: matrices, the mutation tests and the paper-scale model families - the full command runs them.
+#: matrices (the registry's and any model's), the mutation tests and the paper-scale model families - the full
+#: command runs them.
 HEAVY_FILES = ("test_models.py", "test_recipes.py", "test_export.py", "test_parity.py", "test_cnn_families.py",
-               "test_resnet_family.py", "test_bench.py", "test_distribute.py")
+               "test_resnet_family.py", "test_bench.py", "test_distribute.py", "test_any_model.py")
 
 
 def _environment(backend: str, threads: int) -> dict:
