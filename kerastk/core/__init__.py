@@ -2,6 +2,7 @@
 
 ``checks`` (argument checks), ``boxes`` (box arithmetic, detection decoding and NMS), ``rows`` (row slicing of
 arrays and lists of arrays), ``files`` (hashes, JSON, atomic writes), ``rundir`` (the run folder's files),
-``card`` (the model card), ``timing`` (interleaved latency timing), ``errors`` (kerastk's error classes).
+``preprocessing`` (the recorded preprocessing, applied), ``card`` (the model card), ``errors`` (kerastk's error
+classes, and the first line of an error's message).
 Nothing here imports keras, a backend or another kerastk floor (tests/test_architecture.py keeps it so).
 """

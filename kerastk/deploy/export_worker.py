@@ -5,8 +5,9 @@ worker per route is started on first use and kept for the next export - importin
 seconds, a run of several exports (a recipe's comparisons, a test session) pays it once. Each request is one JSON
 line on the worker's stdin, each reply one JSON line on its own channel (the exporters' prints go to stderr).
 A worker that dies (killed for memory, a crash) fails that export only, with the last line it wrote to stderr;
-the next export starts a fresh one. A worker is replaced after MAX_JOBS exports (graphs held by the exporters
-add up) and exits when this process closes its stdin or exits.
+the next export starts a fresh one. At most one worker per route is alive: it is replaced after MAX_JOBS exports
+(graphs held by the exporters add up) or when the environment it was started with changed, and it exits when
+this process closes its stdin or exits.
 
     python -m kerastk.deploy._worker      # the worker's side (reads requests until its stdin closes)
 """
@@ -97,15 +98,23 @@ class _Worker:
         return json.loads(buffer.decode())
 
 
+#: Environment variables that change while a process runs without changing what an export does (pytest names
+#: the current test in one): they do not make a new worker.
+VOLATILE_ENV = ("PYTEST_CURRENT_TEST",)
+
+
 def _worker(route: str, env: dict) -> _Worker:
-    key = (route, tuple(sorted(env.items())))
+    """The route's worker: at most one per route is alive; it is replaced when it died, did MAX_JOBS exports, or
+    was started with another environment (thread settings, KERASTK_* variables ...)."""
+    key = tuple(sorted((k, v) for k, v in env.items() if k not in VOLATILE_ENV))
     with _LOCK:
-        worker = _WORKERS.get(key)
-        if worker is not None and (not worker.alive() or worker.jobs >= MAX_JOBS):
+        worker = _WORKERS.get(route)
+        if worker is not None and (not worker.alive() or worker.jobs >= MAX_JOBS or worker.env_key != key):
             worker.close()
             worker = None
         if worker is None:
-            worker = _WORKERS[key] = _Worker(route, env)
+            worker = _WORKERS[route] = _Worker(route, env)
+            worker.env_key = key
         return worker
 
 

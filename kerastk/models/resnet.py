@@ -251,93 +251,59 @@ _KERAS_SOURCE = ("keras.applications.{}(weights=None).count_params() (same archi
                  "mult-adds: the course slides (ResNet v1.5, stride on the 3x3 conv)")
 
 
-@register_model(family="resnet", paper=_HE, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=11_689_512, reference_macs=1_800_000_000,
-                reference_source="torchvision resnet18 (no conv biases; kerastk's biases add 0.12%); mult-adds: "
-                                 "He et al. Table 1 (1.8e9 FLOPs)", test_kwargs=_TEST_KWARGS)
-def resnet18(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-             se_reduction=None, stochastic_depth_rate=0.0):
-    """ResNet-18: basic blocks 2-2-2-2 (64-128-256-512 channels); 11.7 M parameters, 1.8 G mult-adds at 224."""
-    return _variant("resnet18", "resnet18", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
+def _register_variant(name: str, doc: str, *, paper: str = _HE, se_reduction=None, **info):
+    """Register the ResNet variant CONFIGS[name] under `name`. Every variant takes the same arguments (the
+    defaults the registry lists; SE-ResNet's `se_reduction` defaults to 16): only its paper, reference figures
+    and docstring differ."""
+
+    def builder(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
+                se_reduction=se_reduction, stochastic_depth_rate=0.0):
+        return _variant(name, name, input_shape=input_shape, num_classes=num_classes, include_top=include_top,
+                        pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
+                        stochastic_depth_rate=stochastic_depth_rate)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    return register_model(family="resnet", paper=paper, default_input_shape=(224, 224, 3),
+                          preprocessing=_PREPROCESSING, test_kwargs=_TEST_KWARGS, **info)(builder)
 
 
-@register_model(family="resnet", paper=_HE, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=21_797_672, reference_macs=3_600_000_000,
-                reference_source="torchvision resnet34 (no conv biases; kerastk's biases add 0.12%); mult-adds: "
-                                 "He et al. Table 1 (3.6e9 FLOPs)", test_kwargs=_TEST_KWARGS)
-def resnet34(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-             se_reduction=None, stochastic_depth_rate=0.0):
-    """ResNet-34: basic blocks 3-4-6-3; 21.8 M parameters, 3.6 G mult-adds at 224."""
-    return _variant("resnet34", "resnet34", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
-
-
-@register_model(family="resnet", paper=_HE, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=25_636_712, reference_macs=4_100_000_000,
-                reference_source=_KERAS_SOURCE.format("ResNet50"), test_kwargs=_TEST_KWARGS)
-def resnet50(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-             se_reduction=None, stochastic_depth_rate=0.0):
-    """ResNet-50: bottleneck blocks 3-4-6-3 (256-512-1024-2048 channels); 25.6 M parameters, 4.1 G mult-adds."""
-    return _variant("resnet50", "resnet50", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
-
-
-@register_model(family="resnet", paper=_HE, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=44_707_176, reference_macs=7_800_000_000,
-                reference_source="keras.applications.ResNet101(weights=None).count_params() (same architecture); "
-                                 "mult-adds: torchvision resnet101 v1.5 (7.8e9; He et al. quote 7.6e9 for v1)",
-                test_kwargs=_TEST_KWARGS)
-def resnet101(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-              se_reduction=None, stochastic_depth_rate=0.0):
-    """ResNet-101: bottleneck blocks 3-4-23-3; 44.7 M parameters, 7.8 G mult-adds at 224."""
-    return _variant("resnet101", "resnet101", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
-
-
-@register_model(family="resnet", paper=_HE, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=60_419_944, reference_macs=11_500_000_000,
-                reference_source="keras.applications.ResNet152(weights=None).count_params() (same architecture); "
-                                 "mult-adds: torchvision resnet152 v1.5 (11.5e9; He et al. quote 11.3e9 for v1)",
-                test_kwargs=_TEST_KWARGS)
-def resnet152(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-              se_reduction=None, stochastic_depth_rate=0.0):
-    """ResNet-152: bottleneck blocks 3-8-36-3; 60.4 M parameters, 11.5 G mult-adds at 224."""
-    return _variant("resnet152", "resnet152", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
-
-
-@register_model(family="resnet", paper="Xie et al. 2017, Aggregated residual transformations for deep neural "
-                                       "networks", default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=25_028_904, reference_macs=4_200_000_000,
-                reference_source="torchvision resnext50_32x4d (no conv biases; kerastk's biases add 0.4%); "
-                                 "mult-adds: the course slides / Xie et al. Table 1 (4.2e9 FLOPs)",
-                test_kwargs=_TEST_KWARGS)
-def resnext50_32x4d(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-                    se_reduction=None, stochastic_depth_rate=0.0):
-    """ResNeXt-50 (32x4d): ResNet-50 whose 3x3 convs are grouped (32 groups of 4 planes per 64); 25.0 M
-    parameters, 4.2 G mult-adds at 224."""
-    return _variant("resnext50_32x4d", "resnext50_32x4d", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
-
-
-@register_model(family="resnet", paper="Hu et al. 2018, Squeeze-and-excitation networks",
-                default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=28_088_024, reference_macs=4_100_000_000,
-                reference_source="Hu et al. Table 2, SE-ResNet-50 (reduction 16; no conv biases, kerastk's "
-                                 "add 0.3%); mult-adds: timm seresnet50 (4.1e9, stride on the 3x3 conv; "
-                                 "Hu et al. quote 3.87e9 for the v1 placement)",
-                test_kwargs=_TEST_KWARGS)
-def seresnet50(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, resnet_d=False,
-               se_reduction=16, stochastic_depth_rate=0.0):
-    """SE-ResNet-50: ResNet-50 with a squeeze-and-excitation gate (reduction 16) on every block's residual
-    branch; 28.1 M parameters."""
-    return _variant("seresnet50", "seresnet50", input_shape=input_shape, num_classes=num_classes,
-                    include_top=include_top, pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
-                    stochastic_depth_rate=stochastic_depth_rate)
+resnet18 = _register_variant(
+    "resnet18", "ResNet-18: basic blocks 2-2-2-2 (64-128-256-512 channels); 11.7 M parameters, 1.8 G mult-adds at "
+    "224.", reference_params=11_689_512, reference_macs=1_800_000_000,
+    reference_source="torchvision resnet18 (no conv biases; kerastk's biases add 0.12%); mult-adds: He et al. "
+                     "Table 1 (1.8e9 FLOPs)")
+resnet34 = _register_variant(
+    "resnet34", "ResNet-34: basic blocks 3-4-6-3; 21.8 M parameters, 3.6 G mult-adds at 224.",
+    reference_params=21_797_672, reference_macs=3_600_000_000,
+    reference_source="torchvision resnet34 (no conv biases; kerastk's biases add 0.12%); mult-adds: He et al. "
+                     "Table 1 (3.6e9 FLOPs)")
+resnet50 = _register_variant(
+    "resnet50", "ResNet-50: bottleneck blocks 3-4-6-3 (256-512-1024-2048 channels); 25.6 M parameters, 4.1 G "
+    "mult-adds.", reference_params=25_636_712, reference_macs=4_100_000_000,
+    reference_source=_KERAS_SOURCE.format("ResNet50"))
+resnet101 = _register_variant(
+    "resnet101", "ResNet-101: bottleneck blocks 3-4-23-3; 44.7 M parameters, 7.8 G mult-adds at 224.",
+    reference_params=44_707_176, reference_macs=7_800_000_000,
+    reference_source="keras.applications.ResNet101(weights=None).count_params() (same architecture); "
+                     "mult-adds: torchvision resnet101 v1.5 (7.8e9; He et al. quote 7.6e9 for v1)")
+resnet152 = _register_variant(
+    "resnet152", "ResNet-152: bottleneck blocks 3-8-36-3; 60.4 M parameters, 11.5 G mult-adds at 224.",
+    reference_params=60_419_944, reference_macs=11_500_000_000,
+    reference_source="keras.applications.ResNet152(weights=None).count_params() (same architecture); "
+                     "mult-adds: torchvision resnet152 v1.5 (11.5e9; He et al. quote 11.3e9 for v1)")
+resnext50_32x4d = _register_variant(
+    "resnext50_32x4d", "ResNeXt-50 (32x4d): ResNet-50 whose 3x3 convs are grouped (32 groups of 4 planes per "
+    "64); 25.0 M parameters, 4.2 G mult-adds at 224.",
+    paper="Xie et al. 2017, Aggregated residual transformations for deep neural networks",
+    reference_params=25_028_904, reference_macs=4_200_000_000,
+    reference_source="torchvision resnext50_32x4d (no conv biases; kerastk's biases add 0.4%); mult-adds: the "
+                     "course slides / Xie et al. Table 1 (4.2e9 FLOPs)")
+seresnet50 = _register_variant(
+    "seresnet50", "SE-ResNet-50: ResNet-50 with a squeeze-and-excitation gate (reduction 16) on every block's "
+    "residual branch; 28.1 M parameters.", se_reduction=16,
+    paper="Hu et al. 2018, Squeeze-and-excitation networks",
+    reference_params=28_088_024, reference_macs=4_100_000_000,
+    reference_source="Hu et al. Table 2, SE-ResNet-50 (reduction 16; no conv biases, kerastk's add 0.3%); "
+                     "mult-adds: timm seresnet50 (4.1e9, stride on the 3x3 conv; Hu et al. quote 3.87e9 for the "
+                     "v1 placement)")
