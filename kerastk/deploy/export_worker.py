@@ -47,6 +47,7 @@ class _Worker:
                                      stderr=self.log, close_fds=True)
         self.jobs = 0
         self.lock = threading.Lock()
+        self.env_key = env_key(env)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -103,18 +104,21 @@ class _Worker:
 VOLATILE_ENV = ("PYTEST_CURRENT_TEST",)
 
 
+def env_key(env: dict) -> tuple:
+    """What of an environment decides an export (everything but VOLATILE_ENV)."""
+    return tuple(sorted((k, v) for k, v in env.items() if k not in VOLATILE_ENV))
+
+
 def _worker(route: str, env: dict) -> _Worker:
     """The route's worker: at most one per route is alive; it is replaced when it died, did MAX_JOBS exports, or
     was started with another environment (thread settings, KERASTK_* variables ...)."""
-    key = tuple(sorted((k, v) for k, v in env.items() if k not in VOLATILE_ENV))
     with _LOCK:
         worker = _WORKERS.get(route)
-        if worker is not None and (not worker.alive() or worker.jobs >= MAX_JOBS or worker.env_key != key):
+        if worker is not None and (not worker.alive() or worker.jobs >= MAX_JOBS or worker.env_key != env_key(env)):
             worker.close()
             worker = None
         if worker is None:
             worker = _WORKERS[route] = _Worker(route, env)
-            worker.env_key = key
         return worker
 
 
