@@ -112,15 +112,10 @@ def cmd_train(args, rest) -> int:
         print(f"kerastk train: no recipe {args.recipe!r}.{hint} Recipes: {', '.join(list_recipes())}.",
               file=sys.stderr)
         return 2
-    from kerastk.training import LRFindFinished
-
     if args.command == "lr-find":
         rest = [*rest, "--lr-find"]
     sys.argv = [str(recipe), *rest]
-    try:
-        runpy.run_path(str(recipe), run_name="__main__")
-    except LRFindFinished:  # the range test ran and the recipe stopped before training
-        pass
+    runpy.run_path(str(recipe), run_name="__main__")  # its recipe_main ends an LR range test (--lr-find) normally
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerastk.core.errors import KerastkError
 from kerastk.core.rows import num_rows, take_rows  # noqa: F401 - public here too (recipes)
 from kerastk.metrics import task_metrics
 from kerastk.optimizers import make_optimizer, optimizer_learning_rate, weight_penalty, with_label_smoothing  # noqa: F401 - public here too (recipes)
@@ -166,14 +167,28 @@ def _callbacks(run_dir: Path, monitor, patience, lr_patience, lr_factor, min_lr,
     return cbs + list(extra or [])
 
 
-class LRFindFinished(SystemExit):
-    """Raised by :func:`run` after an LR range test (``--lr-find``) to stop the recipe there (exit status 0): the
-    recipe built the model and data, the range test replaced its training. ``.result`` is the
-    :class:`kerastk.callbacks.LRFindResult`. The range test itself is :func:`lr_range_test`."""
+class LRFindFinished(KerastkError):
+    """Raised by :func:`run` after an LR range test (``--lr-find``) to stop the recipe there: the recipe built the
+    model and data, the range test replaced its training. ``.result`` is the
+    :class:`kerastk.callbacks.LRFindResult`; ``.code`` the exit status it stands for (0). A recipe's entry point,
+    :func:`recipe_main`, ends there with that status; code calling :func:`run` catches it. The range test alone
+    is :func:`lr_range_test`."""
+
+    code = 0
 
     def __init__(self, result):
-        super().__init__(0)
+        super().__init__(f"LR range test done (suggested learning rate {result.suggestion:.3g}); not trained")
         self.result = result
+
+
+def recipe_main(main, argv=None):
+    """A recipe's entry point (``if __name__ == "__main__": recipe_main(main)``): ``main(argv)``, where an LR range
+    test that replaced the training (``--lr-find``) ends the recipe normally. Returns what main returned, or the
+    LRFindResult."""
+    try:
+        return main(argv)
+    except LRFindFinished as stop:
+        return stop.result
 
 
 @dataclasses.dataclass
@@ -461,9 +476,7 @@ def write_report(result: RunResult, model, data, notes="", threads=None, export_
         e = result.export
         lines += [f"- model.onnx via the {e.route} route (active backend {e.backend}), opset {e.opset}, "
                   f"{e.seconds:.1f} s", f"- parity: {e.validation}"]
-        failed = [a for a in e.attempts if a["route"] != e.route]
-        lines += [f"- route {a['route']} not used: {a.get('error') or a['validation']['message'] or 'parity failed'}"
-                  for a in failed]
+        lines += [f"- route {a.route} not used: {a.why_not()}" for a in e.attempts if a.route != e.route]
     elif export_error is not None:
         lines.append(f"- FAILED: {export_error}")
     else:

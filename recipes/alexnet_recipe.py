@@ -13,7 +13,7 @@ import keras
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.models import alexnet
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 30
 BATCH_SIZE = 128  # the paper's batch size
@@ -51,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -14,7 +14,7 @@ import numpy as np
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.deploy import OnnxModel
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 8  # a brief run each: the point is the comparison, not the last point of accuracy
 BATCH_SIZE = 64
@@ -76,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -19,7 +19,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.data.captions import corpus_bleu
 from kerastk.deploy.generate import decode_tokens, generate, keras_predictor, onnx_predictor
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 20  # val exact match is ~0.9 by epoch 20; more epochs keep improving slowly
 BATCH_SIZE = 64
@@ -123,4 +123,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

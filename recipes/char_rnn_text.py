@@ -23,7 +23,7 @@ import numpy as np
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.deploy.generate import decode_tokens, encode_text, generate, keras_predictor, onnx_predictor
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 6  # about 2 minutes on 2 cores; perplexity keeps falling for longer runs
 BATCH_SIZE = 32  # small batches: more updates per epoch
@@ -104,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -13,7 +13,7 @@ is the inference graph without them. CIFAR-10 via keras.datasets when online, el
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.data.augment import POLICIES, augmentation
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 40  # early stopping ends the run
 BATCH_SIZE = 64
@@ -47,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -30,7 +30,7 @@ from kerastk.deploy.detection import compare_detections, encode_targets, postpro
 from kerastk.losses import YoloLoss
 from kerastk.metrics import detection_metrics
 from kerastk.models.detection import detection_inference_model, model_anchors
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz import plot_detections
 
 EPOCHS = 12  # mAP@0.5 passes 0.6 after ~5 epochs on 5,600 scenes; early stopping may end the run sooner
@@ -121,4 +121,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -17,7 +17,7 @@ import kerastk
 from kerastk import data as kdata
 from kerastk.backend import set_seed
 from kerastk.deploy import export_onnx
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 15
 BATCH_SIZE = 64
@@ -98,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -24,7 +24,7 @@ import kerastk
 from kerastk import viz
 from kerastk.backend import active_backend, set_seed
 from kerastk.data import finish_dataset, generators, split_dataset
-from kerastk.training import parse_recipe_args, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_main, recipe_parser, run
 
 EPOCHS = 20  # early stopping may end the run sooner
 BATCH_SIZE = 64
@@ -171,4 +171,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

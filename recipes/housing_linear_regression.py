@@ -8,7 +8,7 @@ linearly. Both runs are reported side by side with both test figures.
 """
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 300  # 354 training rows: epochs are cheap; early stopping ends each run
 BATCH_SIZE = 32
@@ -41,4 +41,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -5,7 +5,7 @@
 """
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 300  # 104 training flowers: an epoch is a few minibatches
 BATCH_SIZE = 16
@@ -34,4 +34,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -20,7 +20,7 @@ import keras
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.callbacks import lr_find
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz.curves import compare_curves, save_figure
 
 EPOCHS = 6  # enough to separate a good rate from a timid one
@@ -98,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

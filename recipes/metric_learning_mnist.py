@@ -26,7 +26,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.losses import TripletLoss
 from kerastk.metrics import nearest_neighbour_accuracy
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 12  # test 1-NN accuracy is within a point of its best by then
 BATCH_SIZE = 128  # ~13 digits per class in a batch: every anchor has positives and close negatives to mine
@@ -106,4 +106,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -8,7 +8,7 @@ that node (kerastk.deploy.onnx_fixes) and the card lists the fix under the expor
 """
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 20  # early stopping usually ends the run sooner
 BATCH_SIZE = 64
@@ -38,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -9,7 +9,7 @@ then saves, plots, exports to ONNX and proves the export equal in onnxruntime.
 """
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 30  # early stopping usually ends the run sooner
 BATCH_SIZE = 32  # small batches: more updates per epoch on 3,500 training digits
@@ -38,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

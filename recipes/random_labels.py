@@ -23,7 +23,7 @@ import numpy as np
 
 import kerastk
 from kerastk.backend import active_backend, set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz.curves import save_figure
 
 EPOCHS = 60  # enough for the shuffled labels to be memorised (the true labels need ~10)
@@ -116,4 +116,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

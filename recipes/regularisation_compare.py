@@ -24,7 +24,7 @@ import numpy as np
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.data.augment import augmentation
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz.curves import compare_curves, save_figure
 
 EPOCHS = 30  # long enough for the plain network to memorise its 1,000 digits
@@ -108,4 +108,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -24,7 +24,7 @@ import numpy as np
 
 from kerastk import rl
 from kerastk.backend import active_backend, set_seed, versions
-from kerastk.training import parse_recipe_args, recipe_parser
+from kerastk.training import parse_recipe_args, recipe_main, recipe_parser
 from kerastk.viz.curves import save_figure
 
 ENV_ID = "CartPole-v1"  # 500-step episodes, +1 per step the pole stays up
@@ -221,4 +221,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -26,7 +26,7 @@ import numpy as np
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.callbacks import make_schedule, schedule_values
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz.curves import compare_curves, save_figure
 
 EPOCHS = 12  # equal for every schedule; SGDR's periods 2 + 4 + 8 epochs end near the last epoch
@@ -104,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

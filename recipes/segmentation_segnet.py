@@ -25,7 +25,7 @@ from kerastk.backend import set_seed
 from kerastk.deploy import OnnxModel
 from kerastk.losses import DiceCrossEntropyLoss
 from kerastk.models.segmentation import UPSAMPLINGS
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run, segmentation_summary
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run, segmentation_summary
 from kerastk.viz import plot_segmentation
 
 EPOCHS = 15  # the same budget as the U-Net recipe
@@ -73,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

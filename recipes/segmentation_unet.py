@@ -22,7 +22,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.deploy import OnnxModel
 from kerastk.losses import DiceCrossEntropyLoss
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run, segmentation_summary
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run, segmentation_summary
 from kerastk.viz import plot_segmentation
 
 EPOCHS = 15  # validation loss still falls slowly at 15; mean IoU is ~0.94 by then
@@ -70,4 +70,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

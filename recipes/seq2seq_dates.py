@@ -19,7 +19,7 @@ import kerastk
 from kerastk.backend import set_seed
 from kerastk.deploy.generate import keras_onnx_greedy
 from kerastk.models.seq2seq import attention_model
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 6  # converges in 3-5 epochs (val_loss keeps creeping down, so early stopping would not end it)
 BATCH_SIZE = 64  # 175 updates per epoch on 11,200 training pairs
@@ -103,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 10  # gated RNNs sit at chance for a few epochs on long sequences, then jump to ~100%
 BATCH_SIZE = 32
@@ -101,4 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

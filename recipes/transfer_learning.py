@@ -17,7 +17,7 @@ import keras
 import kerastk
 from kerastk import data as kdata
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_parser, run, smoke_subset
+from kerastk.training import parse_recipe_args, recipe_main, recipe_parser, run, smoke_subset
 
 EPOCHS = 30
 BATCH_SIZE = 32
@@ -97,4 +97,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

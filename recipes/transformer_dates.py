@@ -16,7 +16,7 @@ import keras
 import kerastk
 from kerastk.backend import set_seed
 from kerastk.deploy.generate import keras_onnx_greedy
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 8  # about 99% exact match by then; early stopping on val_loss may end the run sooner
 BATCH_SIZE = 64  # 175 updates per epoch on 11,200 training pairs
@@ -85,4 +85,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

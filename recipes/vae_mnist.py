@@ -24,7 +24,7 @@ import numpy as np
 import kerastk
 from kerastk.backend import active_backend, set_seed
 from kerastk.losses import ReconstructionLoss
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 25  # the validation ELBO still improves slowly at 25 (~166 nats); ~2 min on 2 busy cores
 BATCH_SIZE = 64  # 55 updates per epoch on 3,500 digits
@@ -146,4 +146,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

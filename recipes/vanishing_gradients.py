@@ -20,7 +20,7 @@ import numpy as np
 
 from kerastk.backend import active_backend, set_seed
 from kerastk.diagnostics import gradient_norms
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz.curves import save_figure
 
 EPOCHS = 30  # every variant trains the same number of epochs (no early stopping: see patience below)
@@ -154,4 +154,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -21,7 +21,7 @@ import numpy as np
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 from kerastk.viz.volumes import pick_slices, plot_volume_slices
 
 EPOCHS = 20  # both models are still improving slowly at 20; early stopping (patience 5) rarely fires
@@ -98,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

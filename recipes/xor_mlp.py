@@ -12,7 +12,7 @@ import keras
 
 import kerastk
 from kerastk.backend import set_seed
-from kerastk.training import parse_recipe_args, recipe_data, recipe_parser, run
+from kerastk.training import parse_recipe_args, recipe_data, recipe_main, recipe_parser, run
 
 EPOCHS = 200  # 559 points; early stopping ends each run
 BATCH_SIZE = 32
@@ -50,4 +50,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    recipe_main(main)

@@ -67,7 +67,7 @@ def test_native_failure_falls_back_to_another_backend_in_a_subprocess(tmp_path, 
     monkeypatch.setattr(export_module, "export_native", broken)
     result = export_onnx(model, tmp_path / "m.onnx", optimize=False)
     assert result.route != backend and result.validation.passed
-    assert result.attempts[0] == {"route": backend, "seconds": result.attempts[0]["seconds"],
+    assert result.attempts[0].to_dict() == {"route": backend, "seconds": result.attempts[0]["seconds"],
                                   "error": "RuntimeError: simulated exporter failure"}
 
 

@@ -63,10 +63,9 @@ def check_model(name: str, folder: Path) -> dict:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         return row
     row.update(exported=True, route=getattr(result, "route", None))
-    failed = [a for a in getattr(result, "attempts", []) or [] if a.get("route") != row["route"]]
+    failed = [a for a in result.attempts if a.route != row["route"]]
     if failed:  # routes tried before the one that shipped, and why they did not
-        row["routes_failed"] = {a.get("route"): str(a.get("error") or (a.get("validation") or {}).get("message")
-                                                    or "did not validate")[:200] for a in failed}
+        row["routes_failed"] = {a.route: a.why_not()[:200] for a in failed}
     worst_abs = worst_rel = 0.0
     try:
         ort = ort_session(path)

@@ -16,7 +16,8 @@ class KerastkError(Exception):
 
 
 class ExportError(KerastkError, RuntimeError):
-    """No route produced an ONNX file that validates; `attempts` holds each route's figures."""
+    """No route produced an ONNX file that validates; `attempts` holds each route's figures
+    (kerastk.deploy.export.ExportAttempt)."""
 
     def __init__(self, message, attempts):
         super().__init__(message)

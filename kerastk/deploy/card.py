@@ -56,7 +56,7 @@ def write_card(onnx_path, *, name, export_result=None, preprocessing=None, class
             "opset": export_result.opset,
             "export_seconds": export_result.seconds,
             "parity": export_result.validation.to_dict(),
-            "export_attempts": export_result.attempts,
+            "export_attempts": [a.to_dict() for a in export_result.attempts],
             "optimize": export_result.optimize,
             # route, node and Transpose counts (as exported and as shipped), bytes, batch-1 onnxruntime latency
             "graph": {"route": export_result.route, **export_result.graph},

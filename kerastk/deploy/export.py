@@ -42,6 +42,45 @@ BEST_GRAPH_ORDER = ("tensorflow", "jax", "torch")
 
 
 @dataclasses.dataclass
+class ExportAttempt:
+    """One route tried by export_onnx: how long it took, and either the exporter's error or the file's parity
+    (with the graph fixes applied and, for a file that shipped or could have, its graph figures). Reads like the
+    card's `export_attempts` entries too (`attempt["route"]`, `attempt.get("error")`): that view is to_dict()."""
+
+    route: str
+    seconds: float
+    error: str | None = None  # "ExceptionType: first line" when the route's exporter failed
+    graph_fixes: list | None = None  # kerastk.deploy.onnx_fixes rewrites applied to the exporter's file
+    validation: ValidationReport | None = None
+    graph: dict | None = None  # node / Transpose counts, bytes, batch-1 latency (a file that validated)
+
+    def why_not(self) -> str:
+        """The reason this route's file was not shipped, in one line."""
+        return self.error or self.validation.message or "parity failed"
+
+    def to_dict(self) -> dict:
+        d = {"route": self.route, "seconds": self.seconds}
+        if self.error is not None:
+            d["error"] = self.error
+        if self.graph_fixes is not None:
+            d["graph_fixes"] = self.graph_fixes
+        if self.validation is not None:
+            d["validation"] = self.validation.to_dict()
+        if self.graph is not None:
+            d["graph"] = self.graph
+        return d
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def get(self, key, default=None):
+        return self.to_dict().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self.to_dict()
+
+
+@dataclasses.dataclass
 class ExportResult:
     path: str
     backend: str  # the backend active in this process
@@ -49,13 +88,14 @@ class ExportResult:
     seconds: float
     opset: int
     validation: ValidationReport
-    attempts: list  # [{route, seconds, error or validation figures}] in the order tried
+    attempts: list  # [ExportAttempt] in the order tried
     optimize: str = "off"  # "rule", "measure" or "off" (see export_onnx)
     graph: dict = dataclasses.field(default_factory=dict)  # node / Transpose counts, bytes, batch-1 latency
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["validation"] = self.validation.to_dict()
+        d["attempts"] = [a.to_dict() for a in self.attempts]
         return d
 
 
@@ -504,8 +544,8 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                 if check is None:  # Keras's side once for every route and the optimised copies
                     check = ParityCheck(model, inputs, atol, batch_sizes, rtol=rtol)
                 report = check.check(candidate)
-                attempt = {"route": r, "seconds": round(time.perf_counter() - t0, 2), "graph_fixes": fixes,
-                           "validation": report.to_dict()}
+                attempt = ExportAttempt(r, round(time.perf_counter() - t0, 2), graph_fixes=fixes,
+                                        validation=report)
                 attempts.append(attempt)
                 if verbose:
                     print(f"[kerastk.export] route {r}: {report}", file=sys.stderr)
@@ -519,7 +559,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                     candidate, report = _optimized(candidate, check, report, graph)
                 graph.update(graph_stats(candidate))
                 graph["latency_ms_batch1"] = _batch1_latency(candidate, inputs, graph)
-                attempt["graph"] = graph
+                attempt.graph = graph
                 shipped.append((graph["latency_ms_batch1"] or float("inf"), r, candidate, report, graph))
                 if not measure:
                     break
@@ -527,7 +567,7 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
                 r, candidate, report, attempt = undecided[0]
                 graph = {"exported": graph_stats(candidate), **graph_stats(candidate)}
                 graph["latency_ms_batch1"] = _batch1_latency(candidate, inputs, graph)
-                attempt["graph"] = graph
+                attempt.graph = graph
                 shipped.append((0.0, r, candidate, report, graph))
                 warnings.warn(f"The {r} export of {model.name!r} matches Keras, but its parity is UNDECIDED: every "
                               "compared output gives the same values for every input checked, so a file with other "
@@ -550,18 +590,16 @@ def export_onnx(model_or_path, path, opset=None, *, route="auto", optimize=True,
         _set_aside_export(path)  # interrupted, disk full...: no file may look like this model's export
         raise
     moved = _set_aside_export(path)  # a file from an earlier run must not look like this model's export
-    summary = "; ".join(
-        f"{a['route']}: {a.get('error') or ValidationReport(**a['validation'])}" for a in attempts
-    )
+    summary = "; ".join(f"{a.route}: {a.error or a.validation}" for a in attempts)
     aside = f" The earlier export was renamed {', '.join(moved)}." if moved else ""
     raise ExportError(f"No export route produced an ONNX file that validates ({summary}).{aside}", attempts)
 
 
-def _failed(r, t0, exc, verbose) -> dict:
+def _failed(r, t0, exc, verbose) -> ExportAttempt:
     msg = _first_line(exc)
     if verbose:
         print(f"[kerastk.export] route {r}: export failed ({msg})", file=sys.stderr)
-    return {"route": r, "seconds": round(time.perf_counter() - t0, 2), "error": f"{type(exc).__name__}: {msg}"}
+    return ExportAttempt(r, round(time.perf_counter() - t0, 2), error=f"{type(exc).__name__}: {msg}")
 
 
 def _batch1_latency(path, inputs, graph):

@@ -30,10 +30,25 @@ def classifier_output(x, num_classes: int, name: str = "predictions"):
     return keras.layers.Dense(num_classes, activation="softmax", name=name)(x)
 
 
-def pool_features(x, pooling, name: str):
-    """Apply the `pooling` option of a headless network (None keeps the feature map)."""
+def pool_features(x, pooling, name: str | None, rank: int = 2, mask=None):
+    """Apply the `pooling` option over the `rank` spatial (or time) axes: "avg" / "max" (layers named
+    `<name>_avg_pool` / `<name>_max_pool`, or `avg_pool` / `max_pool` with no name), None keeps the features.
+    `mask` (a padding mask over time) is honoured by the average."""
+    prefix = f"{name}_" if name else ""
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name=f"{name}_avg_pool")(x)
+        pool = getattr(keras.layers, f"GlobalAveragePooling{rank}D")(name=f"{prefix}avg_pool")
+        return pool(x) if mask is None else pool(x, mask=mask)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name=f"{name}_max_pool")(x)
+        return getattr(keras.layers, f"GlobalMaxPooling{rank}D")(name=f"{prefix}max_pool")(x)
     return x
+
+
+def classifier_model(inputs, x, num_classes: int, include_top: bool, name: str, dropout: float = 0.0,
+                     dropout_name: str = "dropout"):
+    """The model from `inputs` to the features `x` (include_top=False), or to a softmax head on them, with
+    Dropout at `dropout` before the head when it is non-zero."""
+    if not include_top:
+        return keras.Model(inputs, x, name=name)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name=dropout_name)(x)
+    return keras.Model(inputs, classifier_output(x, num_classes), name=name)

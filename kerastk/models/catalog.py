@@ -46,6 +46,14 @@ def register_model(fn=None, *, name: str | None = None, family: str | None = Non
     return decorator(fn) if fn is not None else decorator
 
 
+def register_variant(builder, name: str, doc: str, **info):
+    """Register `builder` - a closure that one family's variants share, differing only in what it closes over -
+    under `name` with its own docstring (the registry's summary is its first line) and metadata."""
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    return register_model(**info)(builder)
+
+
 def _lookup(name: str) -> dict:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.5)

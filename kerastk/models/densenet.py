@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 
 from kerastk.models._common import check_head, check_input_shape, check_int, classifier_output, pool_features
-from kerastk.models.catalog import register_model
+from kerastk.models.catalog import register_variant
 
 # Layers per dense block.
 CONFIGS = {
@@ -97,22 +97,22 @@ def _densenet(variant, input_shape, num_classes, include_top, pooling, growth_ra
     return keras.Model(inputs, classifier_output(x, num_classes), name=variant)
 
 
-@register_model(family="densenet", paper=_PAPER, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=8_062_504, reference_macs=None,
-                reference_source="parameters: keras.applications.DenseNet121(weights=None)",
-                test_kwargs=dict(input_shape=(MIN_INPUT, MIN_INPUT, 3), num_classes=10))
-def densenet121(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, growth_rate=32,
+def _register_variant(name: str, keras_name: str, doc: str, reference_params: int):
+    """Register the DenseNet CONFIGS[name] under `name`: every variant takes the same arguments."""
+
+    def builder(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, growth_rate=32,
                 reduction=0.5):
-    """DenseNet-121 (BC, k=32): 7x7/2 conv, max pool, dense blocks of 6-12-24-16 layers with transitions,
-    BN-ReLU, global average pool, softmax. 8,062,504 parameters at 224x224."""
-    return _densenet("densenet121", input_shape, num_classes, include_top, pooling, growth_rate, reduction)
+        return _densenet(name, input_shape, num_classes, include_top, pooling, growth_rate, reduction)
+
+    return register_variant(builder, name, doc, family="densenet", paper=_PAPER, default_input_shape=(224, 224, 3),
+                            preprocessing=_PREPROCESSING, reference_params=reference_params, reference_macs=None,
+                            reference_source=f"parameters: keras.applications.{keras_name}(weights=None)",
+                            test_kwargs=dict(input_shape=(MIN_INPUT, MIN_INPUT, 3), num_classes=10))
 
 
-@register_model(family="densenet", paper=_PAPER, default_input_shape=(224, 224, 3), preprocessing=_PREPROCESSING,
-                reference_params=14_307_880, reference_macs=None,
-                reference_source="parameters: keras.applications.DenseNet169(weights=None)",
-                test_kwargs=dict(input_shape=(MIN_INPUT, MIN_INPUT, 3), num_classes=10))
-def densenet169(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None, growth_rate=32,
-                reduction=0.5):
-    """DenseNet-169 (BC, k=32): dense blocks of 6-12-32-32 layers. 14,307,880 parameters at 224x224."""
-    return _densenet("densenet169", input_shape, num_classes, include_top, pooling, growth_rate, reduction)
+densenet121 = _register_variant(
+    "densenet121", "DenseNet121", "DenseNet-121 (BC, k=32): 7x7/2 conv, max pool, dense blocks of 6-12-24-16 "
+    "layers with transitions,\nBN-ReLU, global average pool, softmax. 8,062,504 parameters at 224x224.", 8_062_504)
+densenet169 = _register_variant(
+    "densenet169", "DenseNet169", "DenseNet-169 (BC, k=32): dense blocks of 6-12-32-32 layers. 14,307,880 "
+    "parameters at 224x224.", 14_307_880)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keras
 
-from kerastk.models._common import check_bool, check_choice, check_int, check_rate, classifier_output
-from kerastk.models.catalog import register_model
+from kerastk.models._common import check_bool, check_choice, check_int, check_rate, classifier_model, pool_features
+from kerastk.models.catalog import register_model, register_variant
 
 #: cell name -> Keras layer. Parameters of one layer with input width `d` and `u` units:
 #: SimpleRNN u(d+u)+u; LSTM 4(u(d+u)+u) (four gates); GRU 3(u(d+u)+2u) (Keras's reset_after=True keeps
@@ -83,13 +83,8 @@ def _recurrent_classifier(cell, vocab_size, sequence_length, num_classes, embed_
     x = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")(tokens)
     x = apply_recurrent_stack(x, cell, units, num_layers, bidirectional=bidirectional, dropout=dropout,
                               return_sequences=pooling != "last", name="rnn")
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling1D(name="rnn_avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="rnn_max_pool")(x)
-    if not include_top:
-        return keras.Model(tokens, x, name=model_name)
-    return keras.Model(tokens, classifier_output(x, num_classes), name=model_name)
+    x = pool_features(x, pooling if pooling != "last" else None, "rnn", rank=1)
+    return classifier_model(tokens, x, num_classes, include_top, model_name)
 
 
 _CLASSIFIER_DOC = """{title} sequence classifier: token embedding -> `num_layers` {cell} layer(s) -> softmax.
@@ -108,48 +103,32 @@ _CLASSIFIER_DOC = """{title} sequence classifier: token embedding -> `num_layers
 """
 
 
-def _classifier_doc(title, cell):
-    """Give a classifier builder the shared docstring (before registration, which reads the summary)."""
-
-    def decorate(builder):
-        builder.__doc__ = _CLASSIFIER_DOC.format(title=title, cell=cell)
-        return builder
-
-    return decorate
+_VOCAB_INFO = dict(family="recurrent", default_input_shape=(None,), preprocessing="int32 token ids, 0 = padding",
+                   reference_params=None, reference_macs=None,
+                   reference_source="no paper figure: size depends on the vocabulary")
 
 
-@register_model(family="recurrent", paper="Elman 1990, Finding structure in time", default_input_shape=(None,),
-                preprocessing="int32 token ids, 0 = padding", reference_params=None, reference_macs=None,
-                reference_source="no paper figure: size depends on the vocabulary",
-                test_kwargs=dict(vocab_size=20, num_classes=3, embed_dim=8, units=8))
-@_classifier_doc("Elman (SimpleRNN)", "SimpleRNN")
-def simple_rnn_classifier(vocab_size=20_000, sequence_length=None, num_classes=2, embed_dim=64, units=64,
-                          num_layers=1, bidirectional=False, dropout=0.0, include_top=True, pooling="last"):
-    return _recurrent_classifier("simple_rnn", vocab_size, sequence_length, num_classes, embed_dim, units,
-                                 num_layers, bidirectional, dropout, include_top, pooling, "simple_rnn_classifier")
+def _register_classifier(cell: str, title: str, cell_name: str, paper: str, **test_kwargs):
+    """Register the `cell` sequence classifier (`<cell>_classifier`): the three share their arguments and
+    docstring; the registry's tests build each with its `test_kwargs`."""
+    name = f"{cell}_classifier"
+
+    def builder(vocab_size=20_000, sequence_length=None, num_classes=2, embed_dim=64, units=64, num_layers=1,
+                bidirectional=False, dropout=0.0, include_top=True, pooling="last"):
+        return _recurrent_classifier(cell, vocab_size, sequence_length, num_classes, embed_dim, units, num_layers,
+                                     bidirectional, dropout, include_top, pooling, name)
+
+    return register_variant(builder, name, _CLASSIFIER_DOC.format(title=title, cell=cell_name), paper=paper,
+                            test_kwargs=dict(vocab_size=20, num_classes=3, embed_dim=8, units=8, **test_kwargs),
+                            **_VOCAB_INFO)
 
 
-@register_model(family="recurrent", paper="Hochreiter & Schmidhuber 1997, Long short-term memory",
-                default_input_shape=(None,), preprocessing="int32 token ids, 0 = padding", reference_params=None,
-                reference_macs=None, reference_source="no paper figure: size depends on the vocabulary",
-                test_kwargs=dict(vocab_size=20, num_classes=3, embed_dim=8, units=8, bidirectional=True))
-@_classifier_doc("LSTM", "LSTM")
-def lstm_classifier(vocab_size=20_000, sequence_length=None, num_classes=2, embed_dim=64, units=64, num_layers=1,
-                    bidirectional=False, dropout=0.0, include_top=True, pooling="last"):
-    return _recurrent_classifier("lstm", vocab_size, sequence_length, num_classes, embed_dim, units, num_layers,
-                                 bidirectional, dropout, include_top, pooling, "lstm_classifier")
-
-
-@register_model(family="recurrent", paper="Cho et al. 2014, Learning phrase representations using RNN "
-                "encoder-decoder for statistical machine translation", default_input_shape=(None,),
-                preprocessing="int32 token ids, 0 = padding", reference_params=None, reference_macs=None,
-                reference_source="no paper figure: size depends on the vocabulary",
-                test_kwargs=dict(vocab_size=20, num_classes=3, embed_dim=8, units=8, num_layers=2))
-@_classifier_doc("GRU", "GRU")
-def gru_classifier(vocab_size=20_000, sequence_length=None, num_classes=2, embed_dim=64, units=64, num_layers=1,
-                   bidirectional=False, dropout=0.0, include_top=True, pooling="last"):
-    return _recurrent_classifier("gru", vocab_size, sequence_length, num_classes, embed_dim, units, num_layers,
-                                 bidirectional, dropout, include_top, pooling, "gru_classifier")
+simple_rnn_classifier = _register_classifier("simple_rnn", "Elman (SimpleRNN)", "SimpleRNN",
+                                             "Elman 1990, Finding structure in time")
+lstm_classifier = _register_classifier("lstm", "LSTM", "LSTM", "Hochreiter & Schmidhuber 1997, Long short-term memory",
+                                       bidirectional=True)
+gru_classifier = _register_classifier("gru", "GRU", "GRU", "Cho et al. 2014, Learning phrase representations using "
+                                      "RNN encoder-decoder for statistical machine translation", num_layers=2)
 
 
 @register_model(family="recurrent", paper="Karpathy 2015, The unreasonable effectiveness of recurrent neural "

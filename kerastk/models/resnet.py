@@ -29,7 +29,7 @@ from kerastk.models._common import (
     classifier_output,
     pool_features,
 )
-from kerastk.models.catalog import register_model
+from kerastk.models.catalog import register_variant
 
 BN_EPSILON = 1.001e-5  # keras.applications' value (the Caffe weights' epsilon)
 MIN_INPUT = 32  # five stride-2 steps: a 32x32 image ends as a 1x1 feature map
@@ -262,10 +262,8 @@ def _register_variant(name: str, doc: str, *, paper: str = _HE, se_reduction=Non
                         pooling=pooling, resnet_d=resnet_d, se_reduction=se_reduction,
                         stochastic_depth_rate=stochastic_depth_rate)
 
-    builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = doc
-    return register_model(family="resnet", paper=paper, default_input_shape=(224, 224, 3),
-                          preprocessing=_PREPROCESSING, test_kwargs=_TEST_KWARGS, **info)(builder)
+    return register_variant(builder, name, doc, family="resnet", paper=paper, default_input_shape=(224, 224, 3),
+                            preprocessing=_PREPROCESSING, test_kwargs=_TEST_KWARGS, **info)
 
 
 resnet18 = _register_variant(

@@ -23,7 +23,7 @@ import keras
 
 from kerastk.layers.attention import PaddingMask
 from kerastk.layers.positional import PositionalEncoding
-from kerastk.models._common import check_bool, check_choice, check_int, check_rate, classifier_output
+from kerastk.models._common import check_bool, check_choice, check_int, check_rate, classifier_model, pool_features
 from kerastk.models.catalog import register_model
 from kerastk.models.seq2seq import check_length
 
@@ -193,12 +193,5 @@ def transformer_classifier(vocab_size=20_000, sequence_length=None, num_classes=
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
     x, mask = apply_encoder(tokens, vocab_size, num_layers, d_model, num_heads, ff_dim, dropout, norm_first,
                             mask_padding)
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling1D(name="avg_pool")(x, mask=mask)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
-    if not include_top:
-        return keras.Model(tokens, x, name="transformer_classifier")
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    return keras.Model(tokens, classifier_output(x, num_classes), name="transformer_classifier")
+    x = pool_features(x, pooling, None, rank=1, mask=mask)
+    return classifier_model(tokens, x, num_classes, include_top, "transformer_classifier", dropout, "head_dropout")

@@ -24,7 +24,8 @@ from kerastk.models._common import (
     check_int,
     check_int_tuple,
     check_rate,
-    classifier_output,
+    classifier_model,
+    pool_features,
 )
 from kerastk.models.catalog import register_model
 
@@ -141,12 +142,5 @@ def cnn3d(input_shape=(32, 32, 32, 3), num_classes=3, filters=(16, 32, 64), conv
     for i, f in enumerate(filters, start=1):
         x = apply_conv3d_block(x, (f,) * convs_per_block, batch_norm, f"block{i}")
         x = keras.layers.MaxPooling3D(2, name=f"block{i}_pool")(x)
-    if pooling == "avg":
-        x = keras.layers.GlobalAveragePooling3D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling3D(name="max_pool")(x)
-    if not include_top:
-        return keras.Model(inputs, x, name="cnn3d")
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    return keras.Model(inputs, classifier_output(x, num_classes), name="cnn3d")
+    x = pool_features(x, pooling, None, rank=3)
+    return classifier_model(inputs, x, num_classes, include_top, "cnn3d", dropout)
