@@ -24,6 +24,10 @@ def _free_each_model():
     import keras
 
     keras.backend.clear_session()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.clear_caches()  # the compiled train and predict steps of the model just tested
     gc.collect()
 
 

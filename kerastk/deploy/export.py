@@ -158,6 +158,7 @@ def export_native(model, path, opset=None, signature=None) -> list[str]:
 
     from kerastk.deploy.feeds import ensure_built, input_names
     from kerastk.deploy.onnx_fixes import apply_fixes
+    from kerastk.deploy.tf2onnx_convert import convert_tensorflow
 
     sig = input_signature(model, signature)
     ensure_built(model)
@@ -166,7 +167,7 @@ def export_native(model, path, opset=None, signature=None) -> list[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if keras.backend.backend() == "tensorflow":
-                constants = _export_tensorflow(model, path, sig, opset)
+                constants = convert_tensorflow(model, path, sig, opset)
             elif keras.backend.backend() == "torch":
                 _export_torch(model, path, sig, opset)
             else:
@@ -175,7 +176,7 @@ def export_native(model, path, opset=None, signature=None) -> list[str]:
         raise
     except Exception as exc:
         raise ExporterFailure(f"{keras.backend.backend()} exporter: {exporter_message(exc)}") from exc
-    gc.collect()  # tf2onnx leaves ~10 GB of graph copies for a ResNet-152 until the next collection
+    gc.collect()  # the converters leave graph copies in reference cycles until the next collection
     return apply_fixes(path, keras.backend.backend(), constants=constants, expected_inputs=input_names(model))
 
 
@@ -192,32 +193,6 @@ def _export_torch(model, path, sig, opset) -> None:
     finally:
         for p in params:
             p.requires_grad_(True)
-
-
-def _export_tensorflow(model, path, sig, opset) -> dict:
-    """Keras's TensorFlow ONNX export (tf2onnx from the model's concrete function); returns the values of the
-    non-variable tensors the function captures, by the name of their placeholder (what tf2onnx names the graph
-    input it makes of each)."""
-    import tensorflow as tf
-    from keras.src import tree
-    from keras.src.export.export_utils import make_tf_tensor_spec
-    from keras.src.export.onnx import get_concrete_fn
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    from keras.src.utils.module_utils import tf2onnx
-
-    tf_sig = tree.map_structure(make_tf_tensor_spec, sig)
-    fn = get_concrete_fn(model, tf_sig)
-    patch_tf2onnx()
-    tf2onnx.convert.from_function(fn, tf_sig, opset=opset, output_path=str(path))
-    constants = {}
-    try:
-        concrete = fn.get_concrete_function(*tf_sig)
-        for external, internal in concrete.graph.captures:
-            if internal.dtype != tf.dtypes.resource and hasattr(external, "numpy"):
-                constants[internal.name] = external.numpy()
-    except Exception:  # no captures to read: apply_fixes reports any unexpected input
-        pass
-    return constants
 
 
 def signature_json(model) -> str | None:
