@@ -203,3 +203,26 @@ def test_argmax_ties_are_left_out_of_the_agreement(tmp_path):
     assert report.verdict == "undecided" and not report.passed
     assert report.argmax_ties == 1 + 8 and report.argmax_agreement is None
     assert "9 tied rows left out" in str(report)
+
+
+def test_tf2onnx_optimiser_failure_redoes_the_conversion_with_tf2onnx_copying_path(tmp_path, backend, monkeypatch):
+    """The TensorFlow route runs tf2onnx's optimisers on the graph itself; when one fails the conversion is redone
+    with tf2onnx's own path (which skips the failing optimiser), and the file still validates."""
+    if backend != "tensorflow":
+        pytest.skip("the TensorFlow route runs in this process on the TensorFlow backend only")
+    import keras
+    from tf2onnx.optimizer import identity_optimizer
+
+    from kerastk.deploy import export_onnx
+
+    calls = []
+
+    def broken(self, graph):
+        calls.append(1)
+        raise RuntimeError("optimiser broken for the test")
+
+    monkeypatch.setattr(identity_optimizer.IdentityOptimizer, "_optimize", broken)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)])
+    result = export_onnx(model, tmp_path / "m.onnx", optimize=False)
+    assert result.route == "tensorflow" and result.validation.verdict == "passed"
+    assert len(calls) >= 2  # once on the graph itself, then again on tf2onnx's copy (where it is skipped)
